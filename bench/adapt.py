@@ -1,0 +1,124 @@
+"""The one functional inner loop behind MTL (Alg. 2) and meta-test (Alg. 3).
+
+Both run K chained gradient steps on the auxiliary loss, per sample, over the *inner* parameters
+(the two heads by default). Because the body and the mask network are frozen inside the loop,
+their outputs are computed once per batch and only the heads run K times; ``torch.func.vmap``
+runs the per-sample loops side by side. For MTL the steps keep their graph (second order unless
+``first_order``), so ``mtl_loss(...).backward()`` reaches every parameter of the restorer and the
+mask network; meta-test runs without a graph and leaves the model untouched.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, vmap
+
+from .losses import aux_loss
+
+Scope = Literal["heads", "all"]
+Params = dict[str, Tensor]
+
+
+def inner_parameters(restorer: nn.Module, scope: Scope = "heads") -> dict[str, nn.Parameter]:
+    """The parameters an inner loop updates: the heads (``restorer.head_names``) or everything."""
+    if scope == "all":
+        return dict(restorer.named_parameters())
+    heads = tuple(restorer.head_names)
+    return {n: p for n, p in restorer.named_parameters() if n.split(".", 1)[0] in heads}
+
+
+def _forward(restorer: nn.Module, params: Params, noisy: Tensor, features: Tensor | None):
+    kwargs = {} if features is None else {"features": features}
+    return functional_call(restorer, params, (noisy,), kwargs)
+
+
+def _inner_steps(restorer: nn.Module, params: Params, noisy: Tensor, mask: Tensor | None,
+                 features: Tensor | None, *, steps: int, lr: float, scale: float,
+                 create_graph: bool, optimizer: str = "sgd") -> list[Params]:
+    """K chained steps on scale·L_aux for one (unbatched-by-vmap) sample; returns every iterate."""
+
+    def loss(p: Params) -> Tensor:
+        return scale * aux_loss(_forward(restorer, p, noisy, features)[1], noisy, mask)
+
+    grad_fn = grad(loss)
+    iterates = [params]
+    m = {k: torch.zeros_like(v) for k, v in params.items()} if optimizer == "adam" else None
+    v2 = {k: torch.zeros_like(v) for k, v in params.items()} if optimizer == "adam" else None
+    for t in range(1, steps + 1):
+        g = grad_fn(params)
+        if not create_graph:
+            g = {k: x.detach() for k, x in g.items()}
+        if optimizer == "adam":  # the official code's meta-test variant (betas 0.9/0.999, eps 1e-8)
+            m = {k: 0.9 * m[k] + 0.1 * g[k] for k in g}
+            v2 = {k: 0.999 * v2[k] + 0.001 * g[k] ** 2 for k in g}
+            step = {k: (m[k] / (1 - 0.9**t)) / ((v2[k] / (1 - 0.999**t)).sqrt() + 1e-8) for k in g}
+        else:
+            step = g
+        params = {k: params[k] - lr * step[k] for k in params}
+        iterates.append(params)
+    return iterates
+
+
+def _frozen_outputs(model: nn.Module, noisy: Tensor, scope: Scope, aux: str):
+    """Body features (None when the body itself adapts) and the mask (None for the unmasked loss)."""
+    features = model.restorer.body(noisy) if scope == "heads" else None
+    mask = model.mask_net(noisy) if aux == "mrl" else None
+    return features, mask
+
+
+def _per_sample(fn, noisy: Tensor, *batched: Tensor | None):
+    """vmap ``fn(noisy_j, *others_j)`` over the batch; None arguments are passed through as None."""
+    present = [x for x in batched if x is not None]
+
+    def call(n: Tensor, *xs: Tensor):
+        it = iter(xs)
+        args = [None if x is None else next(it)[None] for x in batched]
+        return fn(n[None], *args)
+
+    return vmap(call, randomness="error")(noisy, *present)
+
+
+def mtl_loss(model: nn.Module, noisy: Tensor, clean: Tensor, *, steps: int, inner_lr: float,
+             lambda_in: float, lambda_out: float, first_order: bool = False,
+             scope: Scope = "heads", aux: str = "mrl") -> Tensor:
+    """Alg. 2's outer loss: λ_out·Σ_j L_pri(f_{θ'_j}(I_n,j), I_gt,j).
+
+    θ'_j = the inner parameters after ``steps`` chained SGD steps on λ_in·L_aux for sample j.
+    The mask is computed once per sample and stays in the graph, so θ2 gets its meta-gradient
+    through the inner steps.
+    """
+    restorer = model.restorer
+    params = inner_parameters(restorer, scope)
+    features, mask = _frozen_outputs(model, noisy, scope, aux)
+
+    def sample_loss(n: Tensor, c: Tensor, m: Tensor | None, f: Tensor | None) -> Tensor:
+        adapted = _inner_steps(restorer, params, n, m, f, steps=steps, lr=inner_lr, scale=lambda_in,
+                               create_graph=not first_order)[-1]
+        return (_forward(restorer, adapted, n, f)[0] - c).abs().mean()
+
+    return lambda_out * _per_sample(sample_loss, noisy, clean, mask, features).sum()
+
+
+def meta_test(model: nn.Module, noisy: Tensor, *, steps: int, lr: float, scope: Scope = "heads",
+              aux: str = "mrl", optimizer: str = "sgd", trajectory: bool = False) -> Tensor:
+    """Alg. 3: per image, ``steps`` gradient steps on L_aux (no λ), body and mask frozen.
+
+    Returns the clean prediction of the adapted parameters, shape like ``noisy``; with
+    ``trajectory=True`` a tensor (steps+1, B, 3, H, W) of the prediction before and after each step.
+    The model's own parameters are never modified.
+    """
+    restorer = model.restorer
+    with torch.no_grad():
+        params = {k: p.detach() for k, p in inner_parameters(restorer, scope).items()}
+        features, mask = _frozen_outputs(model, noisy, scope, aux)
+
+        def sample_pred(n: Tensor, m: Tensor | None, f: Tensor | None) -> Tensor:
+            iterates = _inner_steps(restorer, params, n, m, f, steps=steps, lr=lr, scale=1.0,
+                                    create_graph=False, optimizer=optimizer)
+            chosen = iterates if trajectory else iterates[-1:]
+            return torch.cat([_forward(restorer, p, n, f)[0] for p in chosen])
+
+        out = _per_sample(sample_pred, noisy, mask, features)  # (B, S, 3, H, W)
+    return out.transpose(0, 1) if trajectory else out[:, 0]

@@ -1,0 +1,29 @@
+"""The paper's losses (DESIGN.md §1). Each is a per-sample mean over C×H×W, averaged over the batch."""
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def l1(pred: Tensor, target: Tensor) -> Tensor:
+    """L_pri (and plain L_rec): mean absolute error."""
+    return (pred - target).abs().mean()
+
+
+def aux_loss(rec: Tensor, noisy: Tensor, mask: Tensor | None) -> Tensor:
+    """L_MaskRec = mean(M ⊙ |Î_n − I_n|) with M (B,1,H,W) broadcast over channels; L_rec if no mask."""
+    err = (rec - noisy).abs()
+    return (err if mask is None else err * mask).mean()
+
+
+def gradient_loss(mask: Tensor, noisy: Tensor) -> Tensor:
+    """L_G: L1 between the absolute forward differences of the mask and of the noisy input.
+
+    Along width and height, no padding; the mask's 1-channel difference is broadcast against the
+    three RGB channels; mean per direction, summed (λ_G is applied by the caller).
+    """
+    total = mask.new_zeros(())
+    for dim in (-1, -2):
+        dm = mask.diff(dim=dim).abs()
+        dn = noisy.diff(dim=dim).abs()
+        total = total + (dm - dn).abs().mean()
+    return total

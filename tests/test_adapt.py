@@ -1,0 +1,131 @@
+"""The functional inner loop equals a slow, hand-written loop (DESIGN.md §8, learn2learn-style)."""
+import copy
+
+import pytest
+import torch
+from torch.func import functional_call
+
+import methods
+from bench.adapt import inner_parameters, meta_test, mtl_loss
+from bench.losses import aux_loss, l1
+
+HP = dict(inner_lr=0.05, lambda_in=10.0, lambda_out=10.0)
+
+
+def naive_mtl_loss(model, noisy, clean, *, steps, inner_lr, lambda_in, lambda_out,
+                   first_order=False, scope="heads", aux="mrl"):
+    """Per sample, the full network at every step, torch.autograd.grad chained by hand."""
+    r = model.restorer
+    names = list(inner_parameters(r, scope))
+    total = 0.0
+    for j in range(noisy.shape[0]):
+        n, c = noisy[j : j + 1], clean[j : j + 1]
+        mask = model.mask_net(n) if aux == "mrl" else None
+        params = {k: p for k, p in r.named_parameters() if k in names}
+        for _ in range(steps):
+            _, rec = functional_call(r, params, (n,))
+            grads = torch.autograd.grad(lambda_in * aux_loss(rec, n, mask), list(params.values()),
+                                        create_graph=not first_order)
+            params = {k: v - inner_lr * g for (k, v), g in zip(params.items(), grads)}
+        total = total + l1(functional_call(r, params, (n,))[0], c)
+    return lambda_out * total
+
+
+def grads_of(model, loss_fn):
+    model.zero_grad(set_to_none=True)
+    loss_fn().backward()
+    return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(1)
+    model = methods.create("ours").double()
+    noisy = torch.rand(2, 3, 11, 13, dtype=torch.float64)
+    clean = (noisy + 0.1 * torch.randn_like(noisy)).clamp(0, 1)
+    return model, noisy, clean
+
+
+def assert_close_grads(a, b, rtol=1e-5):
+    assert a.keys() == b.keys()
+    for k in a:
+        scale = b[k].abs().max().clamp_min(1e-12)
+        assert (a[k] - b[k]).abs().max() / scale <= rtol, k
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+@pytest.mark.parametrize("scope,aux", [("heads", "mrl"), ("heads", "rl"), ("all", "mrl")])
+def test_mtl_loss_matches_naive_loop(setup, first_order, scope, aux):
+    model, noisy, clean = setup
+    kw = dict(steps=3 if scope == "all" else 5, first_order=first_order, scope=scope, aux=aux, **HP)
+    fast = grads_of(model, lambda: mtl_loss(model, noisy, clean, **kw))
+    slow = grads_of(model, lambda: naive_mtl_loss(model, noisy, clean, **kw))
+    assert_close_grads(fast, slow)
+    n_params = sum(1 for _ in model.restorer.parameters()) + (sum(1 for _ in model.mask_net.parameters()) if aux == "mrl" else 0)
+    if not first_order:  # every restorer (and mask) parameter gets a meta-gradient
+        assert len(fast) == n_params
+    else:  # first order: the aux head and mask only enter through the (detached) inner gradients
+        assert not any(k.startswith(("mask_net.", "restorer.aux_head.")) for k in fast)
+    assert all(torch.isfinite(g).all() for g in fast.values())
+
+
+def test_k_and_order_change_the_gradient(setup):
+    model, noisy, clean = setup
+    g5 = grads_of(model, lambda: mtl_loss(model, noisy, clean, steps=5, **HP))
+    g1 = grads_of(model, lambda: mtl_loss(model, noisy, clean, steps=1, **HP))
+    fo = grads_of(model, lambda: mtl_loss(model, noisy, clean, steps=5, first_order=True, **HP))
+    for other in (g1, fo):
+        diff = max(((g5[k] - other.get(k, torch.zeros_like(g5[k]))).abs().max()
+                    / g5[k].abs().max().clamp_min(1e-12)).item() for k in g5)
+        assert diff > 1e-4
+    # the mask network's gradient only exists through the inner steps' second-order terms
+    mask_key = next(k for k in g5 if k.startswith("mask_net."))
+    assert g5[mask_key].abs().max() > 0
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_meta_test_matches_hand_written_loop_and_leaves_model_unchanged(setup, optimizer):
+    model, noisy, _ = setup
+    before = copy.deepcopy(model.state_dict())
+    lr, steps = (0.05, 5) if optimizer == "sgd" else (1e-3, 4)
+    out = meta_test(model, noisy, steps=steps, lr=lr, optimizer=optimizer)
+
+    expected = []
+    for j in range(noisy.shape[0]):
+        n = noisy[j : j + 1]
+        m = copy.deepcopy(model)
+        heads = list(m.restorer.primary_head.parameters()) + list(m.restorer.aux_head.parameters())
+        opt = (torch.optim.SGD(heads, lr=lr) if optimizer == "sgd"
+               else torch.optim.Adam(heads, lr=lr, betas=(0.9, 0.999), eps=1e-8))
+        with torch.no_grad():
+            mask = m.mask_net(n)
+        for _ in range(steps):
+            opt.zero_grad()
+            aux_loss(m.restorer(n)[1], n, mask).backward()
+            opt.step()
+        with torch.no_grad():
+            expected.append(m.restorer(n)[0])
+    torch.testing.assert_close(out, torch.cat(expected), rtol=1e-10, atol=1e-10)
+    assert (out - model.restorer(noisy)[0]).abs().max() > 1e-6  # adaptation did something
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_meta_test_trajectory_and_zero_steps(setup):
+    model, noisy, _ = setup
+    traj = meta_test(model, noisy, steps=3, lr=0.05, trajectory=True)
+    assert traj.shape == (4, *noisy.shape)
+    with torch.no_grad():
+        torch.testing.assert_close(traj[0], model.restorer(noisy)[0])
+    torch.testing.assert_close(traj[-1], meta_test(model, noisy, steps=3, lr=0.05))
+    torch.testing.assert_close(meta_test(model, noisy, steps=0, lr=0.05), traj[0])
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 7, 9), (2, 3, 17, 30), (1, 3, 33, 31)])
+def test_odd_sizes(shape):
+    model = methods.create("ours")
+    x = torch.rand(shape)
+    clean, rec = model.restorer(x)
+    assert clean.shape == rec.shape == x.shape and model.mask_net(x).shape == (shape[0], 1, *shape[2:])
+    assert meta_test(model, x, steps=2, lr=1e-3).shape == x.shape
+    mtl_loss(model, x, x, steps=2, inner_lr=1e-3, lambda_in=10, lambda_out=10).backward()
