@@ -1,0 +1,148 @@
+"""Validated configuration: a preset (hyper-parameters + data) with ``--set key=value`` overrides.
+
+Presets live in ``studies/presets.yaml``; every field is checked by pydantic (unknown keys, wrong
+types and out-of-range values are errors), and the resolved config is frozen and hashed so that
+stage checkpoints can be keyed by exactly what produced them.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+
+from .errors import ConfigError
+
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Strict):
+    source: Literal["embedded", "paper"] = "embedded"
+    root: str | None = None  # data root for real sets; default $TTAID_DATA_ROOT or ./datasets
+    pretrain_noise: str = "synthetic-mix"
+    train_noise: tuple[str, ...] = ("sidd-like", "polyu-like")
+    test_noise: str = "nam-like"
+    eval_crop: PositiveInt = 256  # center crop for validation and test (whole image if smaller)
+    eval_repeats: PositiveInt = 1  # independent noise draws per clean eval image (embedded data)
+    eval_seed: int = 20240101  # fixes the eval noise: identical for every row and seed
+
+
+class PretrainConfig(_Strict):
+    epochs: PositiveInt = 150
+    steps_per_epoch: PositiveInt = 50
+    batch: PositiveInt = 16
+    patch: PositiveInt = 128
+    lr: PositiveFloat = 1e-3
+    inner_lr: PositiveFloat = 1e-3  # α of MAXL's look-ahead step
+    lambda_g: float = Field(0.01, ge=0)
+
+
+class FinetuneConfig(_Strict):
+    epochs: PositiveInt = 150
+    steps_per_epoch: PositiveInt = 80
+    batch: PositiveInt = 2
+    patch: PositiveInt = 128
+    lr: PositiveFloat = 5e-5  # β
+    inner_lr: PositiveFloat = 5e-5  # α
+    steps: PositiveInt = 5  # K
+    lambda_in: PositiveFloat = 10.0
+    lambda_out: PositiveFloat = 10.0
+    first_order: bool = False
+    val_every: PositiveInt = 1
+
+
+class MetaTestConfig(_Strict):
+    steps: int = Field(5, ge=0)
+    lr: PositiveFloat = 1e-5
+    optimizer: Literal["sgd", "adam"] = "sgd"
+
+
+class Preset(_Strict):
+    description: str = ""
+    data: DataConfig = DataConfig()
+    pretrain: PretrainConfig = PretrainConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    metatest: MetaTestConfig = MetaTestConfig()
+
+    def digest(self) -> str:
+        return stable_hash(self.model_dump(mode="json"))
+
+
+def stable_hash(payload: Any, n: int = 16) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def _one_line(err: ValidationError, where: str) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    return f"{where}: {loc}: {e['msg']}" + (f" (got {e['input']!r})" if e["type"] != "missing" else "")
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}:{where} malformed YAML ({getattr(e, 'problem', e)})") from None
+
+
+def preset_names(path: Path | None = None) -> list[str]:
+    return list((read_yaml(path or STUDIES_DIR / "presets.yaml") or {}).keys())
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=value`` → (["a", "b"], value parsed as YAML: numbers, booleans, lists)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set {item!r}: expected key=value, e.g. finetune.epochs=3")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str], model: type[BaseModel] = Preset) -> dict:
+    data = json.loads(json.dumps(data))  # deep copy
+    for item in overrides:
+        path, value = parse_override(item)
+        node, fields = data, model.model_fields
+        for i, part in enumerate(path):
+            if part not in fields:
+                known = ", ".join(fields)
+                raise ConfigError(f"--set {item!r}: unknown key {'.'.join(path[:i + 1])!r}; expected one of: {known}")
+            ann = fields[part].annotation
+            if i == len(path) - 1:
+                node[part] = value
+            else:
+                if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+                    raise ConfigError(f"--set {item!r}: {'.'.join(path[:i + 1])!r} has no sub-keys")
+                node = node.setdefault(part, {})
+                fields = ann.model_fields
+    return data
+
+
+def load_preset(name: str, overrides: list[str] = (), path: Path | None = None) -> Preset:
+    path = path or STUDIES_DIR / "presets.yaml"
+    presets = read_yaml(path) or {}
+    if name not in presets:
+        raise ConfigError(f"unknown preset {name!r}; known presets: {', '.join(presets)} (in {path})")
+    raw = presets[name] or {}
+    try:
+        Preset.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, f"{path} [{name}]")) from None
+    try:
+        return Preset.model_validate(apply_overrides(raw, list(overrides)))
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, "--set")) from None

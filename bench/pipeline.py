@@ -1,0 +1,114 @@
+"""One row of a study: pre-training → fine-tuning → evaluation, each stage cached by what made it.
+
+A stage's checkpoint is keyed by a hash of its inputs (architecture, the recipe fields it uses,
+its hyper-parameters, the data, the seed, and the key of the stage before it), so rows that share
+a stage — Table 2's "with" and "without meta-test", Table 3's MAXL rows — train it once.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+import methods
+from methods import MethodSpec
+
+from . import tracking
+from .config import Preset, stable_hash
+from .data import DataBundle
+from .evaluate import evaluate
+from .train.context import TrainContext, seed_everything
+from .train.mtl import finetune_mtl
+from .train.pretrain import pretrain
+
+
+@dataclass
+class RowResult:
+    metrics: dict[str, float]  # mean per split and metric, e.g. "test/psnr"
+    images: list[dict]  # tidy per-image rows
+    params: dict[str, int]
+
+
+class StageCache:
+    """Checkpoints under ``root/<stage>-<key>.pt``, written atomically (temp file, then rename)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / f"{stage}-{key}.pt"
+
+    def load(self, stage: str, key: str) -> dict | None:
+        path = self.path(stage, key)
+        return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+    def save(self, stage: str, key: str, payload: dict) -> Path:
+        path = self.path(stage, key)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+        return path
+
+
+def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, exp_id: str,
+           train: Callable[[TrainContext], None], device: torch.device, seed: int, quiet: bool) -> str:
+    key = stable_hash(payload)
+    with tracking.run(name, exp_id, nested=True, tags={"stage": name, "stage_key": key}) as run:
+        run.params({"stage_key": key, **payload})
+        cached = cache.load(name, key)
+        if cached is not None:
+            model.load_state_dict(cached["model"])
+            run.tags({"reused": "true", "trained_in_run": cached.get("run_id", "")})
+            for rec in cached.get("history", []):
+                run.metrics({k: v for k, v in rec.items() if k != "step"}, rec["step"])
+            return key
+        rng = seed_everything(int(stable_hash([seed, name], 8), 16))
+        ctx = TrainContext(device=device, rng=rng, log=run.metrics, quiet=quiet)
+        train(ctx)
+        path = cache.save(name, key, {"model": model.state_dict(), "history": ctx.history,
+                                      "run_id": run.id, "payload": payload})
+        run.tags({"reused": "false"})
+        run.artifact(path, "checkpoints")
+    return key
+
+
+def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, seed: int,
+            device: torch.device, cache: StageCache, exp_id: str, quiet: bool = False) -> RowResult:
+    """Train (or reuse) the method's stages and evaluate it on val and test."""
+    recipe = spec.recipe
+    torch.manual_seed(seed)
+    model = spec.create().to(device)
+    arch = {"arch": spec.arch, "arch_kwargs": spec.arch_kwargs}
+    stages: list[tuple[str, dict, Callable[[TrainContext], None]]] = []
+    init: Any = {"init": "random", "seed": seed}
+    if recipe.pretrain != "none":
+        payload = {**arch, "recipe": {k: asdict(recipe)[k] for k in ("pretrain", "pretrain_aux", "grad_loss")},
+                   "cfg": preset.pretrain.model_dump(), "data": data.key, "seed": seed}
+        stages.append(("pretrain", payload, lambda ctx: pretrain(model, recipe, preset.pretrain, data.pretrain, ctx)))
+        init = stable_hash(payload)
+    payload = {**arch, "init": init, "recipe": asdict(recipe), "cfg": preset.finetune.model_dump(),
+               "metatest": preset.metatest.model_dump(), "data": data.key, "seed": seed}
+    stages.append(("finetune", payload,
+                   lambda ctx: finetune_mtl(model, recipe, preset.finetune, preset.metatest, data.train, data.val, ctx)))
+    # A cached later stage makes the earlier ones unnecessary: start from the last one on disk.
+    first = max((i for i, (name, p, _) in enumerate(stages) if cache.path(name, stable_hash(p)).exists()), default=0)
+    for name, p, train in stages[first:]:
+        _stage(name, p, model, cache, exp_id, train, device, seed, quiet)
+    images, metrics = [], {}
+    for split, pairs in (("val", data.val), ("test", data.test)):
+        rows = evaluate(model, recipe, pairs, preset.metatest, metatest, device)
+        for r in rows:
+            images.append({"split": split, "metatest": metatest, **r})
+        for m in ("psnr", "ssim", "ssim_gauss"):
+            metrics[f"{split}/{m}"] = float(np.mean([r[m] for r in rows]))
+    return RowResult(metrics, images, spec.param_counts(model))
+
+
+def resolve_method(name: str, recipe_overrides: dict | None = None) -> MethodSpec:
+    spec = methods.get(name)
+    return spec.with_recipe(**recipe_overrides) if recipe_overrides else spec

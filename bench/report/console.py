@@ -1,0 +1,49 @@
+"""The study table as printed by ``bench run``: ours beside the paper's numbers, never mixed."""
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+COLUMNS = (("val/psnr", "val PSNR", 2), ("val/ssim", "val SSIM", 4), ("test/psnr", "test PSNR", 2),
+           ("test/ssim", "test SSIM", 4))
+
+
+def _cell(value: tuple[float, float] | None, digits: int, n: int) -> str:
+    if value is None:
+        return "—"
+    mean, std = value
+    return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
+
+
+def _params(p: dict | None) -> str:
+    if not p:
+        return "—"
+    total = f"{p['total'] / 1e6:.2f} M"
+    return total + (f" / {p['adapted'] / 1e6:.3f} M" if p.get("adapted") else "")
+
+
+def study_table(title: str, records: list[dict], data_source: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("row", no_wrap=True)
+    for _, label, _ in COLUMNS:
+        table.add_column(label, justify="right")
+    table.add_column("params (total / adapted)", justify="right")
+    table.add_column("seeds", justify="right")
+    has_paper = any("paper" in r for r in records)
+    if has_paper:
+        table.add_column("paper test PSNR / SSIM", justify="right", style="dim")
+    for r in records:
+        cells = [_cell(r.get(key), d, r["n"]) for key, _, d in COLUMNS]
+        row = [r["row"], *cells, _params(r.get("params")), str(r["n"]) if "params" in r else "—"]
+        if has_paper:
+            p = r.get("paper")
+            row.append(f"{p['test/psnr']:.2f} / {p['test/ssim']:.4f}" if p else "")
+        table.add_row(*row)
+    if has_paper:
+        where = "the same data" if data_source == "paper" else "its real data (SIDD/PolyU/Nam), not this data"
+        table.caption = f"paper columns: the paper's own numbers on {where}; a reference, not a comparison"
+    return table
+
+
+def print_table(title: str, records: list[dict], data_source: str, console: Console | None = None) -> None:
+    (console or Console()).print(study_table(title, records, data_source))

@@ -1,0 +1,189 @@
+"""Studies: a YAML list of rows, run as an Optuna study (one enqueued trial per row × seed).
+
+The Optuna study is persistent (a journal file under the bench home by default, or any storage
+URL), so rerunning a finished command trains nothing: complete trials are read back and the same
+table is printed. Each trial is one MLflow parent run; its stages are nested runs.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import optuna
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+import methods
+
+from . import tracking
+from .config import STUDIES_DIR, Preset, _one_line, read_yaml, stable_hash
+from .data import DataBundle, load_data
+from .errors import BenchError, ConfigError
+from .evaluate import noisy_rows
+from .pipeline import StageCache, resolve_method, run_row
+
+optuna.logging.set_verbosity(logging.WARNING)
+
+
+class RowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    method: str
+    metatest: bool | None = None  # default: the method's recipe
+    recipe: dict = Field(default_factory=dict)  # one-field overrides of the method's recipe
+
+
+class StudySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    title: str
+    description: str = ""
+    reference_row: Literal["noisy", "none"] = "noisy"
+    rows: list[RowSpec] = Field(min_length=1)
+    paper: dict[str, dict[str, float]] = Field(default_factory=dict)  # row -> the paper's numbers
+
+
+def study_names() -> list[str]:
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.yaml") if p.stem != "presets")
+
+
+def load_study(name: str) -> tuple[str, StudySpec]:
+    """A study by name (``studies/<name>.yaml``) or by path to a YAML file."""
+    path = Path(name)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.exists():
+            raise ConfigError(f"{path}: study file not found")
+    else:
+        path = STUDIES_DIR / f"{name}.yaml"
+        if not path.exists():
+            raise ConfigError(f"unknown study {name!r}; known studies: {', '.join(study_names())}")
+    try:
+        spec = StudySpec.model_validate(read_yaml(path) or {})
+    except ValidationError as e:
+        raise ConfigError(_one_line(e, str(path))) from None
+    for row in spec.rows:
+        try:
+            resolve_method(row.method, row.recipe)
+        except KeyError as e:
+            raise ConfigError(f"{path}: row {row.name!r}: {e.args[0]}") from None
+        except TypeError:
+            raise ConfigError(f"{path}: row {row.name!r}: unknown recipe field in {sorted(row.recipe)}; "
+                              f"expected some of {sorted(methods.Recipe.__dataclass_fields__)}") from None
+    names = [r.name for r in spec.rows]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{path}: row names must be unique, got {names}")
+    return path.stem, spec
+
+
+def open_storage(storage: str | None, home: Path):
+    """Optuna storage: a journal file under ``home`` by default, else the given URL."""
+    try:
+        if storage is None:
+            from optuna.storages.journal import JournalFileBackend
+
+            home.mkdir(parents=True, exist_ok=True)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(home / "optuna.journal")))
+        return optuna.storages.RDBStorage(storage, heartbeat_interval=60, grace_period=180)
+    except Exception as e:
+        raise BenchError(f"--storage {tracking.mask_secret(storage or str(home))}: cannot be opened "
+                         f"({str(e).splitlines()[0][:160]})") from None
+
+
+class StudyRunner:
+    """Runs the rows × seeds of one study under one preset and returns the tidy results."""
+
+    def __init__(self, name: str, spec: StudySpec, preset_name: str, preset: Preset, seeds: list[int],
+                 home: Path, storage: str | None = None, device: str = "auto", quiet: bool = False) -> None:
+        self.name, self.spec, self.preset, self.seeds = name, spec, preset, seeds
+        self.home, self.quiet = home, quiet
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if device == "auto" else device))
+        self.study_name = f"{name}-{preset_name}-{preset.digest()[:8]}"
+        self.storage = open_storage(storage, home)
+        tracking.setup(home)
+        self._data: DataBundle | None = None
+
+    @property
+    def data(self) -> DataBundle:
+        if self._data is None:
+            self._data = load_data(self.preset.data)
+        return self._data
+
+    def _study(self) -> optuna.Study:
+        return optuna.create_study(study_name=self.study_name, storage=self.storage,
+                                   direction="maximize", load_if_exists=True)
+
+    def pending(self, study: optuna.Study) -> list[dict]:
+        done = {(t.params.get("row"), t.params.get("seed")) for t in study.get_trials(deepcopy=False)
+                if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING)}
+        return [{"row": r.name, "seed": s} for r in self.spec.rows for s in self.seeds
+                if (r.name, s) not in done]
+
+    def run(self) -> list[optuna.trial.FrozenTrial]:
+        study = self._study()
+        todo = self.pending(study)
+        exp_id = tracking.experiment(self.study_name, self.home) if todo else None
+        for params in todo:
+            study.enqueue_trial(params)
+        if todo:
+            cache = StageCache(self.home / "cache")
+            rows = {r.name: r for r in self.spec.rows}
+            choices = tuple(rows)
+
+            def objective(trial: optuna.Trial) -> float:
+                row = rows[trial.suggest_categorical("row", choices)]
+                seed = trial.suggest_int("seed", 0, 2**31 - 1)
+                spec = resolve_method(row.method, row.recipe)
+                metatest = spec.recipe.metatest if row.metatest is None else row.metatest
+                with tracking.run(f"{row.name} [seed {seed}]", exp_id,
+                                  tags={"row": row.name, "seed": seed, "study": self.study_name,
+                                        "optuna_trial": trial.number}) as run:
+                    run.params({"row": row.name, "method": spec.name, "seed": seed, "metatest": metatest,
+                                "device": str(self.device), "recipe": spec.recipe.__dict__})
+                    run.dict({"study": self.spec.model_dump(), "preset": self.preset.model_dump(mode="json")},
+                             "config.json")
+                    result = run_row(spec, metatest, self.preset, self.data, seed, self.device, cache,
+                                     exp_id, self.quiet)
+                    run.metrics(result.metrics)
+                    run.metrics({f"params/{k}": v for k, v in result.params.items()})
+                    run.table([{"study": self.study_name, "row": row.name, "method": spec.name, "seed": seed,
+                                **r} for r in result.images], "images.csv")
+                    trial.set_user_attr("metrics", result.metrics)
+                    trial.set_user_attr("params", result.params)
+                    trial.set_user_attr("mlflow_run_id", run.id)
+                return result.metrics["val/psnr"]
+
+            study.optimize(objective, n_trials=len(todo), catch=())
+        return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+
+    def table(self, trials: list[optuna.trial.FrozenTrial]) -> list[dict]:
+        """One record per row: mean and std over seeds of each metric, params, number of seeds."""
+        out = []
+        if self.spec.reference_row == "noisy":
+            rec = {"row": "Noisy input", "n": 1}
+            for split, pairs in (("val", self.data.val), ("test", self.data.test)):
+                rows = noisy_rows(pairs)
+                for m in ("psnr", "ssim"):
+                    rec[f"{split}/{m}"] = (float(np.mean([r[m] for r in rows])), 0.0)
+            out.append(rec)
+        for row in self.spec.rows:
+            ts = [t for t in trials if t.params.get("row") == row.name and t.params.get("seed") in self.seeds]
+            if not ts:
+                continue
+            rec = {"row": row.name, "n": len(ts), "params": ts[0].user_attrs["params"]}
+            for key in ("val/psnr", "val/ssim", "test/psnr", "test/ssim"):
+                vals = [t.user_attrs["metrics"][key] for t in ts]
+                rec[key] = (float(np.mean(vals)), float(np.std(vals)))
+            if row.name in self.spec.paper:
+                rec["paper"] = self.spec.paper[row.name]
+            out.append(rec)
+        return out
+
+
+def default_home() -> Path:
+    return Path(os.environ.get("BENCH_HOME", ".bench"))
+
+
+__all__ = ["StudyRunner", "load_study", "study_names", "default_home", "stable_hash"]

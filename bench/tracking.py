@@ -1,0 +1,115 @@
+"""MLflow tracking: one experiment per study, a parent run per row × seed, nested runs per stage.
+
+The tracking URI comes from ``MLFLOW_TRACKING_URI``, else a local sqlite store under the bench
+home (``.bench/`` by default), with artifacts beside it. A run that raises is ended FAILED by the
+context manager, so a crash never leaves a run RUNNING.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+import logging  # noqa: E402
+
+logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter on first use
+logging.getLogger("alembic").setLevel(logging.WARNING)
+
+import mlflow  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from .errors import BenchError  # noqa: E402
+
+
+def tracking_uri(home: Path) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(home / 'mlflow.db').resolve()}"
+
+
+def mask_secret(url: str) -> str:
+    """A URL with its password replaced by ***, safe to log or print."""
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def setup(home: Path) -> str:
+    home.mkdir(parents=True, exist_ok=True)
+    uri = tracking_uri(home)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def experiment(name: str, home: Path) -> str:
+    """Get or create the experiment; local stores keep artifacts under ``home/mlartifacts``."""
+    try:
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is not None:
+            return exp.experiment_id
+        location = None
+        if not os.environ.get("MLFLOW_TRACKING_URI"):
+            location = (home / "mlartifacts").resolve().as_uri()
+        return mlflow.create_experiment(name, artifact_location=location)
+    except BenchError:
+        raise
+    except Exception as e:  # unreachable server, unwritable store …
+        raise BenchError(f"MLflow tracking store {mask_secret(mlflow.get_tracking_uri())} cannot be used: "
+                         f"{str(e).splitlines()[0][:200]}") from None
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v if not isinstance(v, (list, tuple)) else ",".join(map(str, v))
+    return out
+
+
+class Run:
+    """A thin handle on an active MLflow run."""
+
+    def __init__(self, run: mlflow.ActiveRun) -> None:
+        self.id = run.info.run_id
+
+    def params(self, params: dict) -> None:
+        mlflow.log_params({k: str(v)[:500] for k, v in _flat(params).items()}, run_id=self.id)
+
+    def metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        MlflowClient().log_batch(self.id, metrics=[
+            mlflow.entities.Metric(k, float(v), int(time.time() * 1000), step or 0)
+            for k, v in metrics.items()])
+
+    def tags(self, tags: dict[str, Any]) -> None:
+        client = MlflowClient()
+        for k, v in tags.items():
+            client.set_tag(self.id, k, str(v))
+
+    def artifact(self, path: Path, folder: str | None = None) -> None:
+        mlflow.log_artifact(str(path), artifact_path=folder, run_id=self.id)
+
+    def text(self, text: str, name: str) -> None:
+        mlflow.log_text(text, name, run_id=self.id)
+
+    def table(self, rows: list[dict], name: str) -> None:
+        import pandas as pd
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / name
+            pd.DataFrame(rows).to_csv(path, index=False)
+            self.artifact(path)
+
+    def dict(self, data: dict, name: str) -> None:
+        mlflow.log_text(json.dumps(data, indent=2, default=str), name, run_id=self.id)
+
+
+@contextmanager
+def run(name: str, experiment_id: str | None = None, nested: bool = False,
+        tags: dict[str, Any] | None = None) -> Iterator[Run]:
+    with mlflow.start_run(run_name=name, experiment_id=experiment_id, nested=nested,
+                          tags={k: str(v) for k, v in (tags or {}).items()}) as active:
+        yield Run(active)
