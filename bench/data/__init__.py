@@ -25,6 +25,7 @@ class DataBundle:
     train: Source
     val: list[ImagePair]
     test: list[ImagePair]
+    val_synthetic: list[ImagePair]  # validation images with the pre-training noise (Table 1's "val")
     key: str  # hash of everything that determines the data
 
 
@@ -61,6 +62,7 @@ def load_data(cfg: DataConfig) -> DataBundle:
         train=Source(embedded.clean_images("train"), train_noise),
         val=_eval_pairs(embedded.clean_images("val"), cfg.train_noise, cfg),
         test=_eval_pairs(embedded.clean_images("test"), [cfg.test_noise], cfg),
+        val_synthetic=_eval_pairs(embedded.clean_images("val"), [cfg.pretrain_noise], cfg),
         key=stable_hash({"embedded": embedded.SPLITS, "cfg": cfg.model_dump(mode="json"), "v": 1}),
     )
 
