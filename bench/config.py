@@ -58,6 +58,17 @@ class FinetuneConfig(_Strict):
     val_every: PositiveInt = 1
 
 
+class SupervisedConfig(_Strict):
+    """The baselines' supervised training (RIDNet's recipe: L1, Adam 1e-4, batch 16, patch 128)."""
+
+    epochs: PositiveInt = 150
+    steps_per_epoch: PositiveInt = 16  # 260 SIDD-Small + PolyU pairs / batch 16
+    batch: PositiveInt = 16
+    patch: PositiveInt = 128
+    lr: PositiveFloat = 1e-4
+    val_every: PositiveInt = 1
+
+
 class MetaTestConfig(_Strict):
     steps: int = Field(5, ge=0)
     lr: PositiveFloat = 1e-5
@@ -69,6 +80,7 @@ class Preset(_Strict):
     data: DataConfig = DataConfig()
     pretrain: PretrainConfig = PretrainConfig()
     finetune: FinetuneConfig = FinetuneConfig()
+    supervised: SupervisedConfig = SupervisedConfig()
     metatest: MetaTestConfig = MetaTestConfig()
 
     def digest(self) -> str:

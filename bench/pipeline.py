@@ -24,6 +24,9 @@ from .evaluate import evaluate
 from .train.context import TrainContext, seed_everything
 from .train.mtl import finetune_mtl
 from .train.pretrain import pretrain
+from .train.supervised import finetune_supervised
+
+FINETUNERS = {"mtl": (finetune_mtl, "finetune"), "supervised": (finetune_supervised, "supervised")}
 
 
 @dataclass
@@ -78,8 +81,13 @@ def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, 
 
 
 def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, seed: int,
-            device: torch.device, cache: StageCache, exp_id: str, quiet: bool = False) -> RowResult:
-    """Train (or reuse) the method's stages and evaluate it on val and test."""
+            device: torch.device, cache: StageCache, exp_id: str, quiet: bool = False,
+            until: str = "finetune") -> RowResult:
+    """Train (or reuse) the method's stages up to ``until`` and evaluate on val and test.
+
+    ``until="pretrain"`` scores the pre-trained network (Table 1), validating on the validation
+    images with the pre-training noise.
+    """
     recipe = spec.recipe
     torch.manual_seed(seed)
     model = spec.create().to(device)
@@ -91,22 +99,26 @@ def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, 
                    "cfg": preset.pretrain.model_dump(), "data": data.key, "seed": seed}
         stages.append(("pretrain", payload, lambda ctx: pretrain(model, recipe, preset.pretrain, data.pretrain, ctx)))
         init = stable_hash(payload)
-    payload = {**arch, "init": init, "recipe": asdict(recipe), "cfg": preset.finetune.model_dump(),
-               "metatest": preset.metatest.model_dump(), "data": data.key, "seed": seed}
-    stages.append(("finetune", payload,
-                   lambda ctx: finetune_mtl(model, recipe, preset.finetune, preset.metatest, data.train, data.val, ctx)))
+    if until == "finetune":
+        finetune, section = FINETUNERS[recipe.finetune]
+        cfg = getattr(preset, section)
+        payload = {**arch, "init": init, "recipe": asdict(recipe), "cfg": cfg.model_dump(),
+                   "metatest": preset.metatest.model_dump(), "data": data.key, "seed": seed}
+        stages.append(("finetune", payload,
+                       lambda ctx: finetune(model, recipe, cfg, preset.metatest, data.train, data.val, ctx)))
     # A cached later stage makes the earlier ones unnecessary: start from the last one on disk.
     first = max((i for i, (name, p, _) in enumerate(stages) if cache.path(name, stable_hash(p)).exists()), default=0)
     for name, p, train in stages[first:]:
         _stage(name, p, model, cache, exp_id, train, device, seed, quiet)
     images, metrics = [], {}
-    for split, pairs in (("val", data.val), ("test", data.test)):
+    val = data.val if until == "finetune" else data.val_synthetic
+    for split, pairs in (("val", val), ("test", data.test)):
         rows = evaluate(model, recipe, pairs, preset.metatest, metatest, device)
         for r in rows:
             images.append({"split": split, "metatest": metatest, **r})
         for m in ("psnr", "ssim", "ssim_gauss"):
             metrics[f"{split}/{m}"] = float(np.mean([r[m] for r in rows]))
-    return RowResult(metrics, images, spec.param_counts(model))
+    return RowResult(metrics, images, spec.with_recipe(metatest=metatest).param_counts(model))
 
 
 def resolve_method(name: str, recipe_overrides: dict | None = None) -> MethodSpec:

@@ -32,7 +32,8 @@ class RowSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     name: str
     method: str
-    metatest: bool | None = None  # default: the method's recipe
+    metatest: bool | None = None  # default: the method's recipe (off for stage=pretrain)
+    stage: Literal["pretrain", "finetune"] = "finetune"  # evaluate after this stage
     recipe: dict = Field(default_factory=dict)  # one-field overrides of the method's recipe
 
 
@@ -136,7 +137,8 @@ class StudyRunner:
                 row = rows[trial.suggest_categorical("row", choices)]
                 seed = trial.suggest_int("seed", 0, 2**31 - 1)
                 spec = resolve_method(row.method, row.recipe)
-                metatest = spec.recipe.metatest if row.metatest is None else row.metatest
+                default = spec.recipe.metatest and row.stage == "finetune"
+                metatest = default if row.metatest is None else row.metatest
                 with tracking.run(f"{row.name} [seed {seed}]", exp_id,
                                   tags={"row": row.name, "seed": seed, "study": self.study_name,
                                         "optuna_trial": trial.number}) as run:
@@ -145,7 +147,7 @@ class StudyRunner:
                     run.dict({"study": self.spec.model_dump(), "preset": self.preset.model_dump(mode="json")},
                              "config.json")
                     result = run_row(spec, metatest, self.preset, self.data, seed, self.device, cache,
-                                     exp_id, self.quiet)
+                                     exp_id, self.quiet, until=row.stage)
                     run.metrics(result.metrics)
                     run.metrics({f"params/{k}": v for k, v in result.params.items()})
                     run.table([{"study": self.study_name, "row": row.name, "method": spec.name, "seed": seed,
@@ -163,7 +165,8 @@ class StudyRunner:
         out = []
         if self.spec.reference_row == "noisy":
             rec = {"row": "Noisy input", "n": 1}
-            for split, pairs in (("val", self.data.val), ("test", self.data.test)):
+            val = self.data.val if any(r.stage == "finetune" for r in self.spec.rows) else self.data.val_synthetic
+            for split, pairs in (("val", val), ("test", self.data.test)):
                 rows = noisy_rows(pairs)
                 for m in ("psnr", "ssim"):
                     rec[f"{split}/{m}"] = (float(np.mean([r[m] for r in rows])), 0.0)

@@ -7,6 +7,7 @@ context manager, so a crash never leaves a run RUNNING.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import tempfile
@@ -16,15 +17,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-import logging  # noqa: E402
-
-logging.getLogger("mlflow").setLevel(logging.WARNING)  # no "creating tables" chatter on first use
-logging.getLogger("alembic").setLevel(logging.WARNING)
 
 import mlflow  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from .errors import BenchError  # noqa: E402
+
+# No "creating initial database tables" chatter on first use (set after mlflow configures its loggers).
+logging.getLogger("mlflow").setLevel(logging.WARNING)
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def tracking_uri(home: Path) -> str:

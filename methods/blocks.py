@@ -58,3 +58,17 @@ class Up(nn.Module):
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
+
+
+class SingleTaskModel(nn.Module):
+    """A plain denoiser (the baselines) behind the same ``.restorer`` interface as ours.
+
+    It has no auxiliary head, so there is nothing to adapt at test time.
+    """
+
+    def __init__(self, restorer: nn.Module) -> None:
+        super().__init__()
+        self.restorer = restorer
+
+    def forward(self, noisy: Tensor) -> Tensor:
+        return self.restorer(noisy)

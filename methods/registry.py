@@ -11,9 +11,11 @@ from typing import Any, Callable, Literal
 
 from torch import nn
 
-from .blocks import count_params
+from .blocks import SingleTaskModel, count_params
 from .chi import build_chi
+from .mirnet import MIRNet
 from .ours import build_ours
+from .ridnet import RIDNet
 
 Pretrain = Literal["none", "joint", "maxl"]
 AuxLoss = Literal["mrl", "rl"]  # masked reconstruction loss (L_MaskRec) | plain L_rec
@@ -99,6 +101,23 @@ _METHODS: list[MethodSpec] = [
     .with_recipe(pretrain="joint", pretrain_aux="rl", grad_loss=False),
     MethodSpec("chi", "Chi et al.'s parallel auxiliary head, joint training with L_rec (Table 1 row 2)", build_chi,
                Recipe(pretrain="joint", pretrain_aux="rl", grad_loss=False, aux_loss="rl"), arch="chi"),
+]
+
+
+def build_ridnet(**kwargs: Any) -> SingleTaskModel:
+    return SingleTaskModel(RIDNet(**kwargs))
+
+
+def build_mirnet(**kwargs: Any) -> SingleTaskModel:
+    return SingleTaskModel(MIRNet(**kwargs))
+
+
+_SUPERVISED = Recipe(pretrain="none", finetune="supervised", metatest=False, aux_loss="rl", grad_loss=False)
+_METHODS += [
+    MethodSpec("ridnet", "RIDNet (Anwar & Barnes 2019), supervised L1 on the MTL data; no mean shift "
+               "(1,499,347 params; +24 with mean_shift=True)", build_ridnet, _SUPERVISED, arch="ridnet"),
+    MethodSpec("mirnet", "MIRNet (Zamir et al. 2020), supervised L1 on the MTL data; official weight sharing "
+               "(31,787,419 params)", build_mirnet, _SUPERVISED, arch="mirnet"),
 ]
 
 REGISTRY: dict[str, MethodSpec] = {m.name: m for m in _METHODS}

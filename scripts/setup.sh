@@ -14,6 +14,8 @@ deps = {"d": p["dependencies"], "o": p.get("optional-dependencies", {}), "py": _
 print(hashlib.sha256(json.dumps(deps, sort_keys=True).encode()).hexdigest()[:12])
 PY
 )
+# This machine's pip config names index folders that do not exist for every package; drop that noise.
+pip_quiet() { "$@" 2> >(grep -v -e "is ignored: it is neither a file nor a directory" -e "^ *$" >&2); }
 cache=${TTAID_VENV_CACHE:-$HOME/.cache/ttaid-bench}
 venv="$cache/venv-$key"
 mkdir -p "$cache"
@@ -23,12 +25,12 @@ if [ ! -f "$venv/.complete" ]; then
     echo "setup: building $venv (first time only, a few minutes)" >&2
     rm -rf "$venv"
     "$py" -m venv "$venv"
-    "$venv/bin/python" -m pip install -q --upgrade "pip>=24" "setuptools>=64" wheel
-    "$venv/bin/python" -m pip install -q -e ".[test]"
+    pip_quiet "$venv/bin/python" -m pip install -q --upgrade "pip>=24" "setuptools>=64" wheel
+    pip_quiet "$venv/bin/python" -m pip install -q -e ".[test]"
     touch "$venv/.complete"
 else
     # Dependencies are cached; only point the editable install at this checkout (seconds).
-    "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+    pip_quiet "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 fi
 ln -sfn "$venv" .venv
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))" >&2

@@ -22,7 +22,9 @@ def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source
     """Train ``model`` in place with the recipe's pre-training (``joint`` or ``maxl``)."""
     restorer, mask_net = model.restorer, model.mask_net
     use_mask = recipe.pretrain == "maxl" and recipe.pretrain_aux == "mrl"
-    meta = recipe.pretrain == "maxl" and use_mask
+    # MAXL with the unmasked L_rec still runs its meta pass (as the official code does); the mask
+    # then only learns from L_G, since θ1's look-ahead no longer depends on it.
+    meta = recipe.pretrain == "maxl"
     opt1 = torch.optim.Adam(restorer.parameters(), lr=cfg.lr)
     opt2 = torch.optim.Adam(mask_net.parameters(), lr=cfg.lr) if meta else None
     sample = PatchSampler(source, cfg.patch, cfg.batch, ctx.rng)
@@ -44,18 +46,20 @@ def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source
                 advance(loss=lp.item())
             metrics = {f"pretrain/{k}": v / cfg.steps_per_epoch for k, v in sums.items()}
             if meta:
-                metrics["pretrain/loss_meta"] = _meta_pass(restorer, mask_net, opt2, sample, cfg, ctx, advance)
+                metrics["pretrain/loss_meta"] = _meta_pass(restorer, mask_net, opt2, sample, cfg, ctx, advance,
+                                                           use_mask)
             ctx.record(metrics, epoch)
 
 
-def _meta_pass(restorer, mask_net, opt2, sample, cfg: PretrainConfig, ctx: TrainContext, advance) -> float:
+def _meta_pass(restorer, mask_net, opt2, sample, cfg: PretrainConfig, ctx: TrainContext, advance,
+               use_mask: bool) -> float:
     params = dict(restorer.named_parameters())
     total = 0.0
     for _ in range(cfg.steps_per_epoch):
         noisy, clean = (t.to(ctx.device) for t in sample())
         mask = mask_net(noisy)
         pred, rec = restorer(noisy)
-        inner = l1(pred, clean) + aux_loss(rec, noisy, mask)
+        inner = l1(pred, clean) + aux_loss(rec, noisy, mask if use_mask else None)
         grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
         fast = {k: p - cfg.inner_lr * g for (k, p), g in zip(params.items(), grads)}
         outer = l1(functional_call(restorer, fast, (noisy,))[0], clean)

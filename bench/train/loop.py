@@ -1,0 +1,38 @@
+"""The epoch loop every fine-tuning trainer shares: steps, per-epoch logging, best-on-val state."""
+from __future__ import annotations
+
+import copy
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ..data import PatchSampler
+from .context import TrainContext
+
+StepFn = Callable[[Tensor, Tensor], float]
+
+
+def fit(model: torch.nn.Module, step: StepFn, sample: PatchSampler, *, epochs: int, steps_per_epoch: int,
+        val_every: int, validate: Callable[[], dict[str, float]], score_key: str, prefix: str,
+        ctx: TrainContext) -> None:
+    """Run ``epochs × steps_per_epoch`` steps; validate every ``val_every`` epochs and at the end,
+    keep the state with the highest ``validate()[score_key]`` and load it back at the end."""
+    best_score, best_state = float("-inf"), None
+    with ctx.progress(epochs * steps_per_epoch, prefix) as advance:
+        for epoch in range(1, epochs + 1):
+            total = 0.0
+            for _ in range(steps_per_epoch):
+                noisy, clean = (t.to(ctx.device) for t in sample())
+                loss = step(noisy, clean)
+                total += loss
+                advance(loss=loss)
+            metrics = {f"{prefix}/loss": total / steps_per_epoch}
+            if epoch % val_every == 0 or epoch == epochs:
+                val = validate()
+                metrics.update({f"{prefix}/{k}": v for k, v in val.items()})
+                if val[score_key] > best_score:
+                    best_score, best_state = val[score_key], copy.deepcopy(model.state_dict())
+                    metrics[f"{prefix}/best_epoch"] = epoch
+            ctx.record(metrics, epoch)
+    model.load_state_dict(best_state)
