@@ -34,6 +34,7 @@ class RowResult:
     metrics: dict[str, float]  # mean per split and metric, e.g. "test/psnr"
     images: list[dict]  # tidy per-image rows
     params: dict[str, int]
+    checkpoint: Path  # the last stage's checkpoint (``model``, ``payload``, ``run_id``, ``history``)
 
 
 class StageCache:
@@ -71,7 +72,7 @@ def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, 
                 run.metrics({k: v for k, v in rec.items() if k != "step"}, rec["step"])
             return key
         rng = seed_everything(int(stable_hash([seed, name], 8), 16))
-        ctx = TrainContext(device=device, rng=rng, log=run.metrics, quiet=quiet)
+        ctx = TrainContext(device=device, rng=rng, log=run.metrics, image=run.image, quiet=quiet)
         train(ctx)
         path = cache.save(name, key, {"model": model.state_dict(), "history": ctx.history,
                                       "run_id": run.id, "payload": payload})
@@ -110,6 +111,7 @@ def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, 
     first = max((i for i, (name, p, _) in enumerate(stages) if cache.path(name, stable_hash(p)).exists()), default=0)
     for name, p, train in stages[first:]:
         _stage(name, p, model, cache, exp_id, train, device, seed, quiet)
+    last_name, last_payload, _ = stages[-1]
     images, metrics = [], {}
     val = data.val if until == "finetune" else data.val_synthetic
     for split, pairs in (("val", val), ("test", data.test)):
@@ -118,7 +120,8 @@ def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, 
             images.append({"split": split, "metatest": metatest, **r})
         for m in ("psnr", "ssim", "ssim_gauss"):
             metrics[f"{split}/{m}"] = float(np.mean([r[m] for r in rows]))
-    return RowResult(metrics, images, spec.with_recipe(metatest=metatest).param_counts(model))
+    return RowResult(metrics, images, spec.with_recipe(metatest=metatest).param_counts(model),
+                     cache.path(last_name, stable_hash(last_payload)))
 
 
 def resolve_method(name: str, recipe_overrides: dict | None = None) -> MethodSpec:

@@ -152,7 +152,10 @@ class StudyRunner:
                     run.metrics({f"params/{k}": v for k, v in result.params.items()})
                     run.table([{"study": self.study_name, "row": row.name, "method": spec.name, "seed": seed,
                                 **r} for r in result.images], "images.csv")
+                    ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
+                    run.tags({"checkpoint": result.checkpoint.resolve(), "checkpoint_run": ckpt["run_id"]})
                     trial.set_user_attr("metrics", result.metrics)
+                    trial.set_user_attr("checkpoint", str(result.checkpoint.resolve()))
                     trial.set_user_attr("params", result.params)
                     trial.set_user_attr("mlflow_run_id", run.id)
                 return result.metrics["val/psnr"]

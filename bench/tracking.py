@@ -37,10 +37,18 @@ def mask_secret(url: str) -> str:
     return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
+_local_store = {"on": False}  # whether the active store is our default one under the bench home
+
+
 def setup(home: Path) -> str:
+    """Point MLflow at the store for ``home``; returns its URI."""
     home.mkdir(parents=True, exist_ok=True)
+    user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     uri = tracking_uri(home)
     mlflow.set_tracking_uri(uri)
+    if user_uri is None:  # set_tracking_uri exports the variable; keep the environment as it was
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    _local_store["on"] = user_uri is None
     return uri
 
 
@@ -50,9 +58,7 @@ def experiment(name: str, home: Path) -> str:
         exp = mlflow.get_experiment_by_name(name)
         if exp is not None:
             return exp.experiment_id
-        location = None
-        if not os.environ.get("MLFLOW_TRACKING_URI"):
-            location = (home / "mlartifacts").resolve().as_uri()
+        location = (home / "mlartifacts").resolve().as_uri() if _local_store["on"] else None
         return mlflow.create_experiment(name, artifact_location=location)
     except BenchError:
         raise
@@ -95,6 +101,13 @@ class Run:
 
     def text(self, text: str, name: str) -> None:
         mlflow.log_text(text, name, run_id=self.id)
+
+    def image(self, array, name: str) -> None:
+        """An (H,W) or (H,W,3) float image in [0,1] as a PNG artifact."""
+        import numpy as np
+
+        MlflowClient().log_image(self.id, np.clip(np.asarray(array) * 255 + 0.5, 0, 255).astype("uint8"),
+                                 artifact_file=name)
 
     def table(self, rows: list[dict], name: str) -> None:
         import pandas as pd

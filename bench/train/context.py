@@ -15,6 +15,7 @@ class TrainContext:
     device: torch.device
     rng: np.random.Generator
     log: Callable[[dict[str, float], int], None] = lambda metrics, step: None
+    image: Callable[[np.ndarray, str], None] = lambda array, name: None  # e.g. masks for Figs. 5/6
     quiet: bool = False
     history: list[dict] = field(default_factory=list)
 

@@ -14,10 +14,10 @@ StepFn = Callable[[Tensor, Tensor], float]
 
 
 def fit(model: torch.nn.Module, step: StepFn, sample: PatchSampler, *, epochs: int, steps_per_epoch: int,
-        val_every: int, validate: Callable[[], dict[str, float]], score_key: str, prefix: str,
+        val_every: int, validate: Callable[[int], dict[str, float]], score_key: str, prefix: str,
         ctx: TrainContext) -> None:
     """Run ``epochs × steps_per_epoch`` steps; validate every ``val_every`` epochs and at the end,
-    keep the state with the highest ``validate()[score_key]`` and load it back at the end."""
+    keep the state with the highest ``validate(epoch)[score_key]`` and load it back at the end."""
     best_score, best_state = float("-inf"), None
     with ctx.progress(epochs * steps_per_epoch, prefix) as advance:
         for epoch in range(1, epochs + 1):
@@ -29,7 +29,7 @@ def fit(model: torch.nn.Module, step: StepFn, sample: PatchSampler, *, epochs: i
                 advance(loss=loss)
             metrics = {f"{prefix}/loss": total / steps_per_epoch}
             if epoch % val_every == 0 or epoch == epochs:
-                val = validate()
+                val = validate(epoch)
                 metrics.update({f"{prefix}/{k}": v for k, v in val.items()})
                 if val[score_key] > best_score:
                     best_score, best_state = val[score_key], copy.deepcopy(model.state_dict())

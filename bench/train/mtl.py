@@ -13,7 +13,7 @@ from ..adapt import mtl_loss
 from ..config import FinetuneConfig, MetaTestConfig
 from ..data import PatchSampler, Source
 from ..data.base import ImagePair
-from ..evaluate import evaluate, mean_psnr
+from ..evaluate import evaluate, mean_psnr, to_tensor
 from .context import TrainContext
 from .loop import fit
 
@@ -34,7 +34,12 @@ def finetune_mtl(model: torch.nn.Module, recipe: Recipe, cfg: FinetuneConfig, mt
         opt.step()
         return loss.item()
 
-    def validate() -> dict[str, float]:
+    def validate(epoch: int) -> dict[str, float]:
+        if recipe.aux_loss == "mrl":  # the mask of fixed validation images across epochs (Figs. 5/6)
+            with torch.no_grad():
+                for pair in val[: cfg.mask_images]:
+                    mask = model.mask_net(to_tensor(pair.noisy, ctx.device))[0, 0].cpu().numpy()
+                    ctx.image(mask, f"masks/{pair.name.replace('/', '_')}/epoch_{epoch:04d}.png")
         return {"val_psnr": mean_psnr(evaluate(model, recipe, val, mt, recipe.metatest, ctx.device)),
                 "val_psnr_no_metatest": mean_psnr(evaluate(model, recipe, val, mt, False, ctx.device))}
 

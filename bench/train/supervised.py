@@ -25,7 +25,7 @@ def finetune_supervised(model: torch.nn.Module, recipe: Recipe, cfg: SupervisedC
         opt.step()
         return loss.item()
 
-    def validate() -> dict[str, float]:
+    def validate(epoch: int) -> dict[str, float]:
         return {"val_psnr": mean_psnr(evaluate(model, recipe, val, mt, False, ctx.device))}
 
     fit(model, step, PatchSampler(source, cfg.patch, cfg.batch, ctx.rng), epochs=cfg.epochs,
