@@ -12,6 +12,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
+from .datacli import data_app
 from .errors import BenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -19,6 +20,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 # Rich falls back to 80 columns when output is piped; tables read better wider.
 console = Console(width=None if sys.stdout.isatty() else 150)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
+
+app.add_typer(data_app, name="data")
 
 HomeOpt = typer.Option(None, "--home", help="Where studies, caches and the local MLflow store live "
                                             "(default: $BENCH_HOME or ./.bench).")
@@ -48,6 +51,8 @@ def run(
     seeds: str = typer.Option("0", help="Comma-separated seeds; each row runs once per seed."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
     storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: a journal file in --home)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="Root of the real data sets "
+                                             "(paper preset; default $TTAID_DATA_ROOT or ./datasets)."),
     home: Optional[Path] = HomeOpt,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
@@ -57,7 +62,7 @@ def run(
     from .studies import StudyRunner, load_study
 
     name, spec = load_study(study)
-    cfg = load_preset(preset, set_)
+    cfg = load_preset(preset, [*set_, *([f"data.root={data_root}"] if data_root else [])])
     if device not in ("auto", "cpu") and not device.startswith("cuda"):
         raise BenchError(f"--device {device!r}: expected auto, cpu, cuda or cuda:N")
     if device.startswith("cuda"):
@@ -119,7 +124,9 @@ def ui(
 def main(argv: list[str] | None = None) -> None:
     """Entry point: turns bad input into one line on stderr and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # an Exit(n) inside a command comes back as n
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except BenchError as e:
         err_console.print(f"error: {e}", style="red", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -32,6 +32,7 @@ class DataConfig(_Strict):
     eval_crop: PositiveInt = 256  # center crop for validation and test (whole image if smaller)
     eval_repeats: PositiveInt = 1  # independent noise draws per clean eval image (embedded data)
     eval_seed: int = 20240101  # fixes the eval noise: identical for every row and seed
+    val_fraction: float = Field(0.1, gt=0, lt=1)  # paper data: held-out share of SIDD/PolyU pairs
 
 
 class PretrainConfig(_Strict):

@@ -125,6 +125,8 @@ class StudyRunner:
     def run(self) -> list[optuna.trial.FrozenTrial]:
         study = self._study()
         todo = self.pending(study)
+        if todo:
+            self.data  # load (and validate) the data before any run or trial is created
         exp_id = tracking.experiment(self.study_name, self.home) if todo else None
         for params in todo:
             study.enqueue_trial(params)

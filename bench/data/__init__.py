@@ -13,7 +13,7 @@ import numpy as np
 
 from ..config import DataConfig, stable_hash
 from ..errors import ConfigError
-from . import embedded
+from . import camera, embedded
 from .base import ImagePair
 from .noise import noise_model
 from .sampler import PatchSampler, Source
@@ -63,7 +63,8 @@ def load_data(cfg: DataConfig) -> DataBundle:
         val=_eval_pairs(embedded.clean_images("val"), cfg.train_noise, cfg),
         test=_eval_pairs(embedded.clean_images("test"), [cfg.test_noise], cfg),
         val_synthetic=_eval_pairs(embedded.clean_images("val"), [cfg.pretrain_noise], cfg),
-        key=stable_hash({"embedded": embedded.SPLITS, "cfg": cfg.model_dump(mode="json"), "v": 1}),
+        key=stable_hash({"embedded": embedded.SPLITS, "cfg": cfg.model_dump(mode="json"),
+                         "profiles": repr(sorted(camera.profiles().items())), "v": 1}),
     )
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .base import ImagePair
+from .base import ImagePair, as_float
 from .noise import NoiseFn
 
 
@@ -53,7 +53,7 @@ class PatchSampler:
         for img in stack:
             c = img[y : y + p, x : x + p]
             c = np.rot90(c[:, ::-1] if flip else c, k)
-            crops.append(np.ascontiguousarray(c))
+            crops.append(np.ascontiguousarray(as_float(c)))
         clean = crops[0]
         if pair.noisy is None:
             model = self.source.noise[int(rng.integers(len(self.source.noise)))]

@@ -1,0 +1,136 @@
+"""``bench data check`` and ``bench data preview``: what data a preset needs, and how it looks."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import BenchError
+
+data_app = typer.Typer(no_args_is_help=True, help="Inspect the data sets a preset uses.")
+console = Console(width=None if __import__("sys").stdout.isatty() else 150)
+
+DataRootOpt = typer.Option(None, "--data-root", help="Root of the real data sets "
+                                                       "(default: $TTAID_DATA_ROOT or ./datasets).")
+PAPER_SETS = ("div2k-train", "div2k-valid", "sidd-small", "polyu", "nam")
+
+
+def _fmt(hw) -> str:
+    return "—" if hw is None else f"{hw[0]}×{hw[1]}"
+
+
+@data_app.command("check")
+def check(preset: str = typer.Option("quick", help="Preset whose data to check."),
+          data_root: Optional[Path] = DataRootOpt) -> None:
+    """List each data set the preset needs: found, pairs, sizes, and where a missing one goes."""
+    from .config import load_preset
+    from .data import camera, embedded
+    from .data.real import check as check_real
+    from .data.real import data_root as resolve_root
+
+    cfg = load_preset(preset).data
+    table = Table(title=f"data for preset {preset!r} ({cfg.source})", title_justify="left")
+    for col in ("set", "status", "pairs", "smallest", "largest", "noise / where"):
+        table.add_column(col, justify="right" if col in ("pairs", "smallest", "largest") else "left")
+    missing = 0
+    if cfg.source == "embedded":
+        noise = {"pretrain": cfg.pretrain_noise, "train": ", ".join(cfg.train_noise),
+                 "val": ", ".join(cfg.train_noise), "test": cfg.test_noise}
+        for split in embedded.SPLITS:
+            pairs = embedded.clean_images(split)
+            sizes = sorted((p.clean.shape[:2] for p in pairs), key=lambda hw: hw[0] * hw[1])
+            table.add_row(f"embedded/{split}", "[green]bundled[/]", str(len(pairs)), _fmt(sizes[0]),
+                          _fmt(sizes[-1]), f"{noise[split]}: {', '.join(p.name for p in pairs)}")
+        table.caption = f"camera profiles: {', '.join(camera.profiles())}; `bench data preview NAME` to look"
+    else:
+        root = resolve_root(data_root or cfg.root)
+        for row in check_real(root, PAPER_SETS):
+            ok = row["found"] and not row["error"]
+            missing += not ok
+            status = "[green]found[/]" if ok else ("[red]missing[/]" if not row["found"] else "[red]broken[/]")
+            table.add_row(row["name"], status, str(row["pairs"]), _fmt(row["min_size"]), _fmt(row["max_size"]),
+                          row["path"] if ok else row["error"])
+        table.caption = f"data root: {root} (layouts: datasets/README.md)"
+    console.print(table)
+    if missing:
+        raise typer.Exit(1)
+
+
+@data_app.command("preview")
+def preview(name: str = typer.Argument(..., help="An embedded split (pretrain, train, val, test), "
+                                                 "'profiles', or a real set name (sidd-small, polyu, nam …)."),
+            preset: str = typer.Option("quick", help="Preset whose data settings to use."),
+            n: int = typer.Option(4, min=1, max=16, help="Number of pairs to show."),
+            crop: int = typer.Option(128, min=16, help="Size of the center crop shown."),
+            out: Optional[Path] = typer.Option(None, help="PNG to write (default reports/preview-NAME.png)."),
+            data_root: Optional[Path] = DataRootOpt) -> None:
+    """Write a PNG grid of noisy / clean pairs (or of every camera profile on one image)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from .config import load_preset
+    from .data import camera, center_crop, embedded, load_data
+    from .data.base import as_float
+    from .data.real import SETS, data_root as resolve_root
+
+    cfg = load_preset(preset).data
+    rng = np.random.default_rng(cfg.eval_seed)
+    if name == "profiles":
+        clean = center_crop(embedded.clean_images("test")[0].clean, crop)
+        panels = [("clean", clean, "")] + [
+            (p, camera.simulate(clean, p, rng), "") for p in camera.profiles()]
+        rows = [panels]
+    else:
+        if name in embedded.SPLITS:
+            if name in ("val", "test"):
+                data = load_data(cfg)
+                pairs = getattr(data, name)
+            else:
+                noise = cfg.pretrain_noise if name == "pretrain" else cfg.train_noise[0]
+                from .data.noise import noise_model
+
+                pairs = [type(p)(f"{p.name}/{noise}", p.clean, noise_model(noise)(center_crop(p.clean, 10**6), rng))
+                         for p in embedded.clean_images(name)]
+        elif name in SETS:
+            pairs = SETS[name].load(resolve_root(data_root or cfg.root))
+        else:
+            raise BenchError(f"bench data preview {name!r}: unknown name; expected one of "
+                             f"{', '.join([*embedded.SPLITS, 'profiles', *SETS])}")
+        rows = []
+        for p in pairs[:n]:
+            c = as_float(center_crop(p.clean, crop))
+            if p.noisy is None:
+                from .data.noise import noise_model
+
+                z = noise_model(cfg.pretrain_noise)(c, rng)
+            else:
+                z = as_float(center_crop(p.noisy, crop))
+            psnr = 10 * np.log10(1.0 / max(float(np.mean((z - c) ** 2)), 1e-12))
+            rows.append([(f"{p.name} noisy", z, f"{psnr:.2f} dB"), (f"{p.name} clean", c, "")])
+    cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.6 * cols, 2.8 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(row):
+                title, img, sub = row[c]
+                ax.imshow(np.clip(img, 0, 1))
+                ax.set_title(f"{title}\n{sub}" if sub else title, fontsize=8)
+    fig.suptitle(f"bench data preview {name} (preset {preset}, center crop {crop})", fontsize=10)
+    fig.tight_layout()
+    path = out or Path("reports") / f"preview-{name}.png"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        raise BenchError(f"--out {path}: cannot write ({e.strerror})") from None
+    finally:
+        plt.close(fig)
+    console.print(f"wrote {path}")

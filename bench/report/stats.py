@@ -1,0 +1,144 @@
+"""Paired statistics over per-image results: is a difference between two rows distinguishable from zero?
+
+The paper reads +0.03 dB as a gain. Here every "with vs without" pair it discusses gets the mean
+per-image difference, a 95 % percentile-bootstrap interval of that mean, and a two-sided Wilcoxon
+signed-rank p-value. Images are the unit: each row's value for an image is first averaged over the
+seeds both rows share, so seeds never count as extra samples.
+
+Which pairs: two rows of a study that differ in exactly one attribute (meta-test on/off, MRL vs
+RL, MAXL vs random init, heads vs body+head in the inner loop, …; ``CONTRASTS``), plus the
+paper's method against every supervised baseline.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+from .runs import RowInfo
+
+# field, value of A, value of B, label of "A − B" (A is the side the paper argues for)
+CONTRASTS: tuple[tuple[str, Any, Any, str], ...] = (
+    ("metatest", True, False, "meta-test gain (with − without)"),
+    ("aux_loss", "mrl", "rl", "MRL − RL"),
+    ("pretrain", "maxl", "none", "MAXL − RI"),
+    ("pretrain", "maxl", "joint", "MAXL − joint training"),
+    ("pretrain", "joint", "none", "joint training − RI"),
+    ("inner_scope", "heads", "all", "heads − body+head"),
+    ("pretrain_aux", "mrl", "rl", "L_MaskRec − L_rec"),
+    ("grad_loss", True, False, "with − without L_G"),
+    ("arch", "ours", "chi", "our architecture − Chi et al."),
+)
+ALPHA = 0.05
+N_BOOT = 10_000
+
+
+@dataclass(frozen=True)
+class Pair:
+    label: str
+    a: str  # row names: the difference is a − b
+    b: str
+
+
+def find_pairs(rows: Iterable[RowInfo]) -> list[Pair]:
+    """The comparisons a study supports, in the study's row order."""
+    rows = list(rows)
+    keys = {r.name: r.key() for r in rows}
+    out: list[Pair] = []
+    for i, ra in enumerate(rows):
+        for rb in rows[i + 1:]:
+            ka, kb = keys[ra.name], keys[rb.name]
+            diff = [f for f in ka if ka[f] != kb[f]]
+            if len(diff) != 1:
+                continue
+            f = diff[0]
+            for field, va, vb, label in CONTRASTS:
+                if field != f:
+                    continue
+                if (ka[f], kb[f]) == (va, vb):
+                    out.append(Pair(label, ra.name, rb.name))
+                elif (ka[f], kb[f]) == (vb, va):
+                    out.append(Pair(label, rb.name, ra.name))
+    # the paper's method (default recipe, adapting at test time) against every supervised baseline
+    ours = [r for r in rows if r.arch == "ours" and r.stage == "finetune" and r.adapts and r.metatest
+            and r.recipe.get("pretrain") == "maxl" and r.recipe.get("aux_loss") == "mrl"
+            and r.recipe.get("inner_scope") == "heads"]
+    if ours:
+        for base in rows:
+            if base.supervised:
+                out.append(Pair(f"ours − {base.name}", ours[0].name, base.name))
+    return out
+
+
+def paired_test(diff: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> dict[str, float]:
+    """Mean of per-image differences, its 95 % bootstrap interval, and the Wilcoxon p-value."""
+    d = np.asarray(diff, dtype=float)
+    d = d[np.isfinite(d)]
+    n = len(d)
+    if n == 0:
+        return {"n": 0, "mean": float("nan"), "lo": float("nan"), "hi": float("nan"), "p": float("nan")}
+    rng = np.random.default_rng(seed)
+    boot = d[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
+    lo, hi = np.percentile(boot, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+    return {"n": n, "mean": float(d.mean()), "lo": float(lo), "hi": float(hi), "p": wilcoxon_p(d)}
+
+
+def wilcoxon_p(d: np.ndarray) -> float:
+    """Two-sided Wilcoxon signed-rank p-value (scipy's default method); 1.0 when every difference is 0."""
+    d = np.asarray(d, dtype=float)
+    if not np.any(d != 0):
+        return 1.0
+    return float(sps.wilcoxon(d).pvalue)
+
+
+def distinguishable(res: dict[str, float]) -> bool:
+    """Both the interval excludes zero and p < α."""
+    return bool(res["n"] > 0 and res["p"] < ALPHA and (res["lo"] > 0 or res["hi"] < 0))
+
+
+def min_p(n: int) -> float:
+    """The smallest two-sided p an exact Wilcoxon test on ``n`` non-zero differences can give."""
+    return min(1.0, 2.0 / 2 ** n) if n > 0 else 1.0
+
+
+def per_image(tidy: pd.DataFrame, row: str, seeds: Iterable[int] | None = None) -> pd.DataFrame:
+    """(split, metric, image) → value of ``row``, averaged over ``seeds``."""
+    t = tidy[tidy["row"] == row]
+    if seeds is not None:
+        t = t[t["seed"].isin(list(seeds))]
+    return t.groupby(["split", "metric", "image"], sort=False)["value"].mean()
+
+
+def compare(tidy: pd.DataFrame, pairs: list[Pair], metrics: tuple[str, ...] = ("psnr", "ssim"),
+            splits: tuple[str, ...] = ("val", "test"), paper: dict | None = None) -> pd.DataFrame:
+    """One record per pair × split × metric: n images and seeds, mean difference, CI, p, verdict."""
+    recs = []
+    paper = paper or {}
+    for pair in pairs:
+        seeds = sorted(set(tidy.loc[tidy["row"] == pair.a, "seed"]) & set(tidy.loc[tidy["row"] == pair.b, "seed"]))
+        if not seeds:
+            continue
+        a, b = per_image(tidy, pair.a, seeds), per_image(tidy, pair.b, seeds)
+        for split in splits:
+            for metric in metrics:
+                try:
+                    sa, sb = a.loc[(split, metric)], b.loc[(split, metric)]
+                except KeyError:
+                    continue
+                common = sa.index.intersection(sb.index)
+                if len(common) == 0:
+                    continue
+                diff = (sa.loc[common] - sb.loc[common]).to_numpy()
+                res = paired_test(diff)
+                key = f"{split}/{metric}"
+                pa, pb = paper.get(pair.a, {}).get(key), paper.get(pair.b, {}).get(key)
+                recs.append({"comparison": pair.label, "a": pair.a, "b": pair.b, "split": split,
+                             "metric": metric, "seeds": len(seeds), **res,
+                             "distinguishable": distinguishable(res),
+                             "paper_diff": (pa - pb) if pa is not None and pb is not None else float("nan")})
+    cols = ["comparison", "a", "b", "split", "metric", "seeds", "n", "mean", "lo", "hi", "p", "distinguishable",
+            "paper_diff"]
+    return pd.DataFrame(recs, columns=cols)

@@ -1,0 +1,339 @@
+"""Tables 1–3 as pandas queries over the tidy per-image rows, rendered as LaTeX, Markdown and HTML.
+
+A table is first built as a small format-free document (``TableDoc``: header groups, cells that
+know their number, notes), so bold placement and numbers are identical in every format. Our cells
+are mean ± sample std (ddof=1) over seeds of each seed's mean over images; the paper's numbers get
+their own columns, labelled as the paper's, and are compared (Δ column) only when the run used the
+paper's data.
+"""
+from __future__ import annotations
+
+import html
+import math
+import re
+import unicodedata
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .runs import RowInfo
+from .stats import ALPHA, N_BOOT, min_p
+
+# split, metric, label, digits
+COLUMNS = (("val", "psnr", "val PSNR", 2), ("val", "ssim", "val SSIM", 4),
+           ("test", "psnr", "test PSNR", 2), ("test", "ssim", "test SSIM", 4))
+DIGITS = {"psnr": 2, "ssim": 4, "ssim_gauss": 4}
+DIFF_DIGITS = {"psnr": 3, "ssim": 4, "ssim_gauss": 4}
+UNITS = {"psnr": "dB", "ssim": "", "ssim_gauss": ""}
+DATA_SOURCES = {
+    "embedded": "the embedded data (scikit-image photographs with simulated camera noise)",
+    "paper": "the paper's data (SIDD-Small + PolyU val, Nam test)",
+}
+
+
+# -- numbers ---------------------------------------------------------------------------------------
+
+def summarize(tidy: pd.DataFrame, rows: list[str] | None = None) -> pd.DataFrame:
+    """Per row × split × metric: ``mean`` and ``std`` (ddof=1; NaN for one seed) over seeds of the
+    per-seed mean over images, and ``n`` seeds. Index (row, split, metric), rows in ``rows`` order."""
+    per_seed = tidy.groupby(["row", "seed", "split", "metric"], sort=False)["value"].mean()
+    g = per_seed.groupby(level=["row", "split", "metric"], sort=False)
+    out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()})
+    if rows is not None:
+        out = out[out.index.get_level_values("row").isin(rows)]
+        order = {r: i for i, r in enumerate(rows)}
+        out = out.iloc[np.argsort([order[r] for r in out.index.get_level_values("row")], kind="stable")]
+    return out
+
+
+def fmt(x: float, digits: int, sign: bool = False) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "—"
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+
+def fmt_p(p: float) -> str:
+    if p is None or math.isnan(p):
+        return "—"
+    return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
+
+
+def fmt_params(p: dict | None) -> str:
+    if not p or "total" not in p:
+        return "—"
+    total = f"{p['total'] / 1e6:.2f} M"
+    return total + (f" / {p['adapted'] / 1e6:.3f} M" if p.get("adapted") else "")
+
+
+# -- a format-free table ------------------------------------------------------------------------------
+
+@dataclass
+class Cell:
+    text: str = ""  # plain text; for mean ± std cells the mean part
+    value: float | None = None  # what "best" compares (None: never bold)
+    std: str | None = None  # the ± part, if any
+    bold: bool = False
+
+    def plain(self) -> str:
+        return self.text + (f" ± {self.std}" if self.std else "")
+
+
+@dataclass
+class TableDoc:
+    label: str  # e.g. "table2" (LaTeX label, HTML id)
+    title: str
+    header: list[str]
+    rows: list[list[Cell]]
+    align: str  # one of l/r/c per column
+    groups: list[tuple[str, int]] = field(default_factory=list)  # header groups: (label, span)
+    notes: list[str] = field(default_factory=list)
+    best: list[int] = field(default_factory=list)  # columns where the highest value is bold
+
+    def mark_best(self) -> "TableDoc":
+        for c in self.best:
+            vals = [r[c].value for r in self.rows if r[c].value is not None and not math.isnan(r[c].value)]
+            if len(vals) < 2:
+                continue
+            top = max(vals)
+            for r in self.rows:
+                r[c].bold = r[c].value is not None and r[c].value == top
+        return self
+
+
+def _rounded(x: float, digits: int) -> float:
+    return round(float(x), digits)
+
+
+def study_table(label: str, title: str, summary: pd.DataFrame, rows: list[RowInfo],
+                paper: dict[str, dict[str, float]], data_source: str, preset: str, experiment: str) -> TableDoc:
+    """Our mean ± std over seeds beside the paper's numbers (own columns, labelled as the paper's)."""
+    names = [r.name for r in rows if r.name in set(summary.index.get_level_values("row"))]
+    has_paper = any(n in paper for n in names)
+    same_data = data_source == "paper"
+    header = ["Row", *[c[2] for c in COLUMNS], "Params (total / adapted)", "Seeds"]
+    groups = [("", 1), ("This run: mean ± std over seeds", len(COLUMNS)), ("", 2)]
+    align = "l" + "r" * len(COLUMNS) + "rr"
+    best = list(range(1, 1 + len(COLUMNS)))
+    if has_paper:
+        start = len(header)
+        header += [f"paper {c[2]}" for c in COLUMNS]
+        groups.append(("The paper's numbers (same data sets)" if same_data else
+                       "The paper's numbers (its own data; reference only)", len(COLUMNS)))
+        align += "r" * len(COLUMNS)
+        best += list(range(start, start + len(COLUMNS)))
+        if same_data:
+            header.append("Δ test PSNR (this − paper)")
+            groups.append(("", 1))
+            align += "r"
+    info = {r.name: r for r in rows}
+    body = []
+    for name in names:
+        cells = [Cell(name)]
+        ns = set()
+        for split, metric, _, d in COLUMNS:
+            try:
+                s = summary.loc[(name, split, metric)]
+            except KeyError:
+                cells.append(Cell("—"))
+                continue
+            n = int(s["n"])
+            ns.add(n)
+            std = None if n < 2 or math.isnan(s["std"]) else fmt(s["std"], d)
+            cells.append(Cell(fmt(s["mean"], d), _rounded(s["mean"], d), std))
+        cells.append(Cell(fmt_params(info[name].params)))
+        cells.append(Cell("/".join(str(n) for n in sorted(ns)) or "0"))
+        if has_paper:
+            p = paper.get(name, {})
+            for split, metric, _, d in COLUMNS:
+                v = p.get(f"{split}/{metric}")
+                cells.append(Cell(fmt(v, d), _rounded(v, d)) if v is not None else Cell("—"))
+            if same_data:
+                v = p.get("test/psnr")
+                try:
+                    ours = summary.loc[(name, "test", "psnr"), "mean"]
+                except KeyError:
+                    ours = float("nan")
+                cells.append(Cell(fmt(ours - v, 2, sign=True) if v is not None else "—"))
+        body.append(cells)
+    notes = [f"Experiment {experiment} (preset {preset}) on {DATA_SOURCES.get(data_source, data_source)}. "
+             "Cells: mean ± sample standard deviation (ddof=1) over seeds of each seed's mean over the "
+             "images; Seeds = number of seeds. Bold: the best value in each column.",
+             "SSIM: the paper's convention (scikit-image defaults, 7×7 uniform window)."]
+    if has_paper:
+        notes.append("Paper columns: the paper's published numbers on the same data sets; Δ = this run − paper."
+                     if same_data else
+                     "Paper columns: the paper's published numbers on its own data (SIDD/PolyU val, Nam test). "
+                     "This run used other data, so they are shown as a reference, not compared.")
+    return TableDoc(label, title, header, body, align, groups, notes, best).mark_best()
+
+
+def pairs_table(label: str, title: str, comparisons: pd.DataFrame) -> TableDoc:
+    """The paired statistics: mean per-image difference, 95 % bootstrap CI, Wilcoxon p, verdict."""
+    header = ["Comparison", "A − B", "Split", "Metric", "Images", "Seeds", "Mean Δ", "95% CI", "Wilcoxon p",
+              "≠ 0?", "Paper's Δ"]
+    body = []
+    for r in comparisons.itertuples():
+        d = DIFF_DIGITS.get(r.metric, 4)
+        metric = r.metric.upper() if r.metric == "psnr" else r.metric.upper().replace("_GAUSS", " (gauss)")
+        unit = UNITS.get(r.metric, "")
+        body.append([Cell(r.comparison), Cell(f"{r.a} − {r.b}"), Cell(r.split), Cell(metric + (f" [{unit}]" if unit else "")),
+                     Cell(str(r.n)), Cell(str(r.seeds)), Cell(fmt(r.mean, d, sign=True)),
+                     Cell(f"[{fmt(r.lo, d, sign=True)}, {fmt(r.hi, d, sign=True)}]"), Cell(fmt_p(r.p)),
+                     Cell("yes" if r.distinguishable else "no"), Cell(fmt(r.paper_diff, d, sign=True))])
+    notes = [f"Δ = A − B per image, each row's value averaged over the seeds both rows have; 95% CI: percentile "
+             f"bootstrap of the mean Δ ({N_BOOT:,} resamples); p: two-sided Wilcoxon signed-rank test. "
+             f"≠ 0: yes when the interval excludes 0 and p < {ALPHA}. Paper's Δ: the same difference in the "
+             "paper's table (its data)."]
+    if len(comparisons) and int(comparisons["n"].min()) <= 5:
+        n = int(comparisons["n"].min())
+        notes.append(f"With {n} image(s) the smallest p a two-sided Wilcoxon test can give is {min_p(n):.3g} "
+                     f"(2/2^n): no difference can be called significant; evaluate on more images "
+                     "(e.g. --set data.eval_repeats=N, or the paper's data).")
+    if not body:
+        notes = ["No pair of rows in this study differs in exactly one attribute the paper discusses "
+                 "(meta-test, MRL/RL, MAXL/RI, heads/body+head, ours vs a baseline)."]
+    return TableDoc(label, title, header, body, "ll" + "l" * 2 + "rr" + "rrrlr", [], notes, [])
+
+
+# -- LaTeX -----------------------------------------------------------------------------------------
+
+_LATEX_SPECIALS = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                   "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}",
+                   "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
+_LATEX_UNICODE = {"—": "---", "–": "--", "±": r"$\pm$", "×": r"$\times$", "−": "$-$", "Δ": r"$\Delta$",
+                  "θ": r"$\theta$", "λ": r"$\lambda$", "α": r"$\alpha$", "β": r"$\beta$", "≠": r"$\neq$",
+                  "≤": r"$\leq$", "≥": r"$\geq$", "→": r"$\rightarrow$", "·": r"$\cdot$", "⊙": r"$\odot$",
+                  "’": "'", "‘": "`", "“": "``", "”": "''", "…": r"\ldots{}", "²": r"$^2$", "†": r"$^\dagger$",
+                  "\u00a0": "~"}
+
+
+def latex_escape(text: str) -> str:
+    """Escape LaTeX specials and map the non-ASCII characters our labels use (pdflatex-safe)."""
+    out = []
+    for ch in str(text):
+        if ch in _LATEX_SPECIALS:
+            out.append(_LATEX_SPECIALS[ch])
+        elif ch in _LATEX_UNICODE:
+            out.append(_LATEX_UNICODE[ch])
+        elif ord(ch) < 128:
+            out.append(ch)
+        else:
+            out.append(unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode() or "?")
+    return "".join(out)
+
+
+def _latex_cell(c: Cell) -> str:
+    if c.std is not None:
+        body = f"{latex_escape(c.text)} $\\pm$ {latex_escape(c.std)}"
+    else:
+        body = latex_escape(c.text)
+    return f"\\textbf{{{body}}}" if c.bold else body
+
+
+def to_latex(doc: TableDoc, source: str = "") -> str:
+    """A ``table`` float with a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``), for ``\\input``."""
+    ncol = len(doc.header)
+    lines = [f"% Generated by `bench report`{' from ' + source if source else ''}; do not edit by hand.",
+             "% Needs \\usepackage{booktabs} in the preamble.",
+             "\\begin{table}[htbp]", "\\centering", "\\scriptsize", "\\setlength{\\tabcolsep}{3pt}",
+             f"\\caption{{{latex_escape(doc.title)}}}", f"\\label{{tab:{re.sub(r'[^A-Za-z0-9:-]', '-', doc.label)}}}",
+             f"\\begin{{tabular}}{{{doc.align}}}", "\\toprule"]
+    if any(g for g, _ in doc.groups):
+        cells, rules, col = [], [], 1
+        for g, span in doc.groups:
+            cells.append(f"\\multicolumn{{{span}}}{{c}}{{{latex_escape(g)}}}" if g and span > 1 else latex_escape(g))
+            if g:
+                rules.append(f"\\cmidrule(lr){{{col}-{col + span - 1}}}")
+            col += span
+        lines.append(" & ".join(cells) + " \\\\")
+        lines.append(" ".join(rules))
+    lines.append(" & ".join(latex_escape(h) for h in doc.header) + " \\\\")
+    lines.append("\\midrule")
+    for row in doc.rows:
+        lines.append(" & ".join(_latex_cell(c) for c in row) + " \\\\")
+    lines.append("\\bottomrule")
+    lines.append("\\end{tabular}")
+    if doc.notes:
+        lines.append("\\par\\smallskip")
+        lines.append(f"\\parbox{{\\linewidth}}{{\\raggedright {' '.join(latex_escape(n) for n in doc.notes)}}}")
+    lines.append("\\end{table}")
+    assert all(len(r) == ncol for r in doc.rows)
+    return "\n".join(lines) + "\n"
+
+
+# -- Markdown --------------------------------------------------------------------------------------
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+
+
+def _md_cell(c: Cell) -> str:
+    body = _md_escape(c.plain())
+    return f"**{body}**" if c.bold else body
+
+
+def to_markdown(doc: TableDoc) -> str:
+    header = list(doc.header)
+    if any(g for g, _ in doc.groups):  # fold the header groups into the column names
+        i = 0
+        for g, span in doc.groups:
+            if g.startswith("The paper"):
+                for j in range(i, i + span):
+                    header[j] = header[j].replace("paper ", "paper: ")
+            i += span
+    lines = [f"**{_md_escape(doc.title)}**", "",
+             "| " + " | ".join(_md_escape(h) for h in header) + " |",
+             "|" + "|".join(":---" if a == "l" else ("---:" if a == "r" else ":---:") for a in doc.align) + "|"]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in doc.rows]
+    if doc.notes:
+        lines.append("")
+        lines += [f"*{_md_escape(n)}*  " for n in doc.notes]
+    return "\n".join(lines) + "\n"
+
+
+# -- HTML ------------------------------------------------------------------------------------------
+
+def to_html(doc: TableDoc) -> str:
+    e = html.escape
+    out = [f'<table id="{e(doc.label)}"><caption>{e(doc.title)}</caption><thead>']
+    if any(g for g, _ in doc.groups):
+        out.append("<tr>" + "".join(f'<th colspan="{span}" class="group">{e(g)}</th>' for g, span in doc.groups)
+                   + "</tr>")
+    out.append("<tr>" + "".join(f'<th class="{a}">{e(h)}</th>' for h, a in zip(doc.header, doc.align)) + "</tr>")
+    out.append("</thead><tbody>")
+    for row in doc.rows:
+        cells = []
+        for c, a in zip(row, doc.align):
+            body = e(c.plain())
+            cells.append(f'<td class="{a}">' + (f"<b>{body}</b>" if c.bold else body) + "</td>")
+        out.append("<tr>" + "".join(cells) + "</tr>")
+    out.append("</tbody></table>")
+    if doc.notes:
+        out.append('<p class="notes">' + "<br>".join(e(n) for n in doc.notes) + "</p>")
+    return "\n".join(out)
+
+
+# -- console (reuses the table `bench run` prints) ------------------------------------------------------
+
+def console_records(summary: pd.DataFrame, rows: list[RowInfo], paper: dict) -> list[dict]:
+    """Records in the shape ``bench.report.console.study_table`` takes."""
+    out = []
+    present = set(summary.index.get_level_values("row"))
+    for r in rows:
+        if r.name not in present:
+            continue
+        rec: dict = {"row": r.name, "params": r.params or None}
+        ns = []
+        for split, metric, _, _ in COLUMNS:
+            try:
+                s = summary.loc[(r.name, split, metric)]
+            except KeyError:
+                continue
+            rec[f"{split}/{metric}"] = (float(s["mean"]), 0.0 if math.isnan(s["std"]) else float(s["std"]))
+            ns.append(int(s["n"]))
+        rec["n"] = max(ns) if ns else 0
+        if r.name in paper:
+            rec["paper"] = paper[r.name]
+        out.append(rec)
+    return out

@@ -1,0 +1,134 @@
+"""Overlapping tiles with a smooth blending window, so that a large photo fits a memory budget.
+
+Why tiles can be invisible: the networks are convolutional, so a tile's prediction equals the
+whole image's except within the receptive field of the tile's borders (zero padding there). Two
+details make the interior match exactly rather than approximately:
+
+- tiles start on a multiple of 4 and interior tiles are a multiple of 4 long, because the U-Net
+  halves the resolution twice (bilinear ×0.5 = 2×2 averaging): only shifts by multiples of 4
+  commute with it;
+- each output pixel is a weighted mean of the tiles covering it, with a window that is zero on a
+  tile's inner border (the outer quarter of the overlap, where padding corrupts it most), rises
+  as a raised cosine over the middle half of the overlap, and is one elsewhere. Two neighbours'
+  windows then sum to one across an overlap, so nothing is rescaled and no hard seam is left.
+
+Pixels covered by one tile only keep that tile's value bit for bit (weight 1 / sum 1).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+ALIGN = 4  # 2 ** (number of ×0.5 levels in the U-Net body)
+
+
+@dataclass(frozen=True)
+class Tile:
+    """A window [y0, y1) × [x0, x1) of the image."""
+
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+    @property
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.y0, self.y1), slice(self.x0, self.x1)
+
+    @property
+    def area(self) -> int:
+        return (self.y1 - self.y0) * (self.x1 - self.x0)
+
+
+def _spans(n: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """[start, end) along one axis: aligned starts, the last span stretched to the image edge."""
+    if n <= tile:
+        return [(0, n)]
+    stride = max(ALIGN, (tile - overlap) // ALIGN * ALIGN)
+    starts = list(range(0, n - tile, stride))
+    last = (n - tile) // ALIGN * ALIGN  # aligned, so the last span is tile … tile + ALIGN - 1 long
+    if starts[-1] == last:
+        starts.pop()
+    starts.append(last)
+    return [(s, s + tile) for s in starts[:-1]] + [(last, n)]
+
+
+def plan(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
+    """Tiles of ``tile`` px (rounded down to a multiple of 4) overlapping by at least ``overlap``.
+
+    ``tile <= 0`` or a tile at least as large as the image gives one tile: the whole image.
+    """
+    if tile <= 0 or (height <= tile and width <= tile):
+        return [Tile(0, height, 0, width)]
+    tile = tile // ALIGN * ALIGN
+    if overlap < 0 or 2 * overlap > tile - ALIGN:
+        raise ValueError(f"overlap {overlap} px: expected 0 ≤ overlap ≤ (tile − 4) / 2 for tiles of {tile} px")
+    return [Tile(y0, y1, x0, x1) for y0, y1 in _spans(height, tile, overlap) for x0, x1 in _spans(width, tile, overlap)]
+
+
+def _ramp(length: int, before: bool, after: bool, overlap: int) -> Tensor:
+    """1-D window: 0 over the first overlap/4 px from a shared edge, raised cosine, then 1."""
+    w = torch.ones(length, dtype=torch.float32)
+    if overlap <= 0:
+        return w
+    d = torch.arange(length, dtype=torch.float64) + 0.5  # distance of pixel centres from the edge
+    t = ((d - overlap / 4) / (overlap / 2)).clamp(0, 1)
+    ramp = torch.sin(t * (math.pi / 2)) ** 2
+    if before:
+        w = w * ramp.float()
+    if after:
+        w = w * ramp.flip(0).float()
+    return w
+
+
+def window(tile: Tile, height: int, width: int, overlap: int) -> Tensor:
+    """(h, w) blending weights of one tile; no ramp on sides that lie on the image border."""
+    wy = _ramp(tile.y1 - tile.y0, tile.y0 > 0, tile.y1 < height, overlap)
+    wx = _ramp(tile.x1 - tile.x0, tile.x0 > 0, tile.x1 < width, overlap)
+    return wy[:, None] * wx[None, :]
+
+
+class Blender:
+    """Accumulates weighted tile predictions (C, h, w) into one (C, H, W) image on the CPU.
+
+    ``weights(tile)`` are the windows divided by their sum over all tiles, so they add up to one at
+    every pixel: the joint adaptation uses them to count each pixel once in its loss.
+    """
+
+    def __init__(self, height: int, width: int, tiles: list[Tile], overlap: int) -> None:
+        self.height, self.width, self.tiles, self.overlap = height, width, tiles, overlap
+        self.windows = [window(t, height, width, overlap) for t in tiles]
+        self.total = torch.zeros(height, width)
+        for t, w in zip(tiles, self.windows):
+            self.total[t.slices] += w
+        if bool((self.total <= 0).any()):
+            raise ValueError("tiles leave pixels without weight; use a larger overlap or tile")
+        self._sums: dict[str, Tensor] = {}
+
+    def weights(self, index: int) -> Tensor:
+        t = self.tiles[index]
+        return self.windows[index] / self.total[t.slices]
+
+    def add(self, key: str, index: int, pred: Tensor) -> None:
+        """Add tile ``index``'s prediction (C, h, w) (or (1, C, h, w)) to the image named ``key``."""
+        pred = pred.detach().float().cpu().reshape(-1, *pred.shape[-2:])
+        if key not in self._sums:
+            self._sums[key] = torch.zeros(pred.shape[0], self.height, self.width)
+        t = self.tiles[index]
+        self._sums[key][(slice(None), *t.slices)] += pred * self.windows[index]
+
+    def keys(self) -> list[str]:
+        return list(self._sums)
+
+    def result(self, key: str) -> Tensor:
+        """The blended (C, H, W) image; frees its accumulator."""
+        return self._sums.pop(key) / self.total
+
+
+def tile_for_budget(budget_bytes: float, bytes_per_pixel: float, overlap: int, minimum: int = 128) -> int:
+    """The largest aligned square tile whose estimated peak memory fits the budget (≥ ``minimum``)."""
+    side = int(math.sqrt(max(budget_bytes, 0) / bytes_per_pixel)) // ALIGN * ALIGN
+    return max(side, minimum, 2 * overlap + 2 * ALIGN)
