@@ -88,6 +88,15 @@ class Preset(_Strict):
     def digest(self) -> str:
         return stable_hash(self.model_dump(mode="json"))
 
+    def with_overrides(self, overrides: list[str], where: str = "--set") -> "Preset":
+        """A copy with ``key=value`` overrides applied (a study row's ``set:``)."""
+        if not overrides:
+            return self
+        try:
+            return Preset.model_validate(apply_overrides(self.model_dump(mode="json"), list(overrides)))
+        except ValidationError as e:
+            raise ConfigError(_one_line(e, where)) from None
+
 
 def stable_hash(payload: Any, n: int = 16) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:n]

@@ -6,10 +6,12 @@ a stage — Table 2's "with" and "without meta-test", Table 3's MAXL rows — tr
 """
 from __future__ import annotations
 
+import fcntl
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -47,6 +49,16 @@ class StageCache:
     def path(self, stage: str, key: str) -> Path:
         return self.root / f"{stage}-{key}.pt"
 
+    @contextmanager
+    def lock(self, stage: str, key: str) -> Iterator[None]:
+        """Held while a stage is looked up or trained: a second worker waits, then reuses it."""
+        with open(self.root / f"{stage}-{key}.lock", "w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
     def load(self, stage: str, key: str) -> dict | None:
         path = self.path(stage, key)
         return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
@@ -60,9 +72,10 @@ class StageCache:
 
 
 def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, exp_id: str,
-           train: Callable[[TrainContext], None], device: torch.device, seed: int, quiet: bool) -> str:
+           train: Callable[[TrainContext], None], device: torch.device, seed: int, quiet: bool,
+           on_validate: Callable | None = None) -> str:
     key = stable_hash(payload)
-    with tracking.run(name, exp_id, nested=True, tags={"stage": name, "stage_key": key}) as run:
+    with cache.lock(name, key), tracking.run(name, exp_id, nested=True, tags={"stage": name, "stage_key": key}) as run:
         run.params({"stage_key": key, **payload})
         cached = cache.load(name, key)
         if cached is not None:
@@ -73,6 +86,8 @@ def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, 
             return key
         rng = seed_everything(int(stable_hash([seed, name], 8), 16))
         ctx = TrainContext(device=device, rng=rng, log=run.metrics, image=run.image, quiet=quiet)
+        if on_validate is not None:
+            ctx.on_validate = on_validate
         train(ctx)
         path = cache.save(name, key, {"model": model.state_dict(), "history": ctx.history,
                                       "run_id": run.id, "payload": payload})
@@ -83,7 +98,7 @@ def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, 
 
 def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, seed: int,
             device: torch.device, cache: StageCache, exp_id: str, quiet: bool = False,
-            until: str = "finetune") -> RowResult:
+            until: str = "finetune", on_validate: Callable | None = None) -> RowResult:
     """Train (or reuse) the method's stages up to ``until`` and evaluate on val and test.
 
     ``until="pretrain"`` scores the pre-trained network (Table 1), validating on the validation
@@ -110,7 +125,7 @@ def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, 
     # A cached later stage makes the earlier ones unnecessary: start from the last one on disk.
     first = max((i for i, (name, p, _) in enumerate(stages) if cache.path(name, stable_hash(p)).exists()), default=0)
     for name, p, train in stages[first:]:
-        _stage(name, p, model, cache, exp_id, train, device, seed, quiet)
+        _stage(name, p, model, cache, exp_id, train, device, seed, quiet, on_validate if name == "finetune" else None)
     last_name, last_payload, _ = stages[-1]
     images, metrics = [], {}
     val = data.val if until == "finetune" else data.val_synthetic

@@ -24,6 +24,7 @@ from .data import DataBundle, load_data
 from .errors import BenchError, ConfigError
 from .evaluate import noisy_rows
 from .pipeline import StageCache, resolve_method, run_row
+from .workers import run_workers
 
 optuna.logging.set_verbosity(logging.WARNING)
 
@@ -35,6 +36,7 @@ class RowSpec(BaseModel):
     metatest: bool | None = None  # default: the method's recipe (off for stage=pretrain)
     stage: Literal["pretrain", "finetune"] = "finetune"  # evaluate after this stage
     recipe: dict = Field(default_factory=dict)  # one-field overrides of the method's recipe
+    set: list[str] = Field(default_factory=list)  # preset overrides for this row, e.g. finetune.first_order=true
 
 
 class StudySpec(BaseModel):
@@ -64,18 +66,26 @@ def load_study(name: str) -> tuple[str, StudySpec]:
         spec = StudySpec.model_validate(read_yaml(path) or {})
     except ValidationError as e:
         raise ConfigError(_one_line(e, str(path))) from None
+    check_study(spec, str(path))
+    return path.stem, spec
+
+
+def check_study(spec: StudySpec, where: str) -> None:
+    """Every row names a known method, valid recipe fields and valid preset overrides."""
     for row in spec.rows:
         try:
             resolve_method(row.method, row.recipe)
         except KeyError as e:
-            raise ConfigError(f"{path}: row {row.name!r}: {e.args[0]}") from None
+            raise ConfigError(f"{where}: row {row.name!r}: {e.args[0]}") from None
         except TypeError:
-            raise ConfigError(f"{path}: row {row.name!r}: unknown recipe field in {sorted(row.recipe)}; "
+            raise ConfigError(f"{where}: row {row.name!r}: unknown recipe field in {sorted(row.recipe)}; "
                               f"expected some of {sorted(methods.Recipe.__dataclass_fields__)}") from None
+        if any(item.startswith("data.") for item in row.set):
+            raise ConfigError(f"{where}: row {row.name!r}: set: data.* cannot differ between rows of one study")
+        Preset().with_overrides(row.set, f"{where}: row {row.name!r}: set")
     names = [r.name for r in spec.rows]
     if len(set(names)) != len(names):
-        raise ConfigError(f"{path}: row names must be unique, got {names}")
-    return path.stem, spec
+        raise ConfigError(f"{where}: row names must be unique, got {names}")
 
 
 def open_storage(storage: str | None, home: Path):
@@ -92,6 +102,19 @@ def open_storage(storage: str | None, home: Path):
                          f"({str(e).splitlines()[0][:160]})") from None
 
 
+def log_row_result(run: tracking.Run, trial: optuna.Trial, result, keys: dict) -> None:
+    """Metrics, per-image rows and the checkpoint's whereabouts, on the MLflow run and the trial."""
+    run.metrics(result.metrics)
+    run.metrics({f"params/{k}": v for k, v in result.params.items()})
+    run.table([{**keys, **r} for r in result.images], "images.csv")
+    ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
+    run.tags({"checkpoint": result.checkpoint.resolve(), "checkpoint_run": ckpt["run_id"]})
+    trial.set_user_attr("metrics", result.metrics)
+    trial.set_user_attr("checkpoint", str(result.checkpoint.resolve()))
+    trial.set_user_attr("params", result.params)
+    trial.set_user_attr("mlflow_run_id", run.id)
+
+
 class StudyRunner:
     """Runs the rows × seeds of one study under one preset and returns the tidy results."""
 
@@ -102,9 +125,17 @@ class StudyRunner:
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if device == "auto" else device))
         self.study_name = f"{name}-{preset_name}-{preset.digest()[:8]}"
+        self.storage_url = storage
         self.storage = open_storage(storage, home)
         tracking.setup(home)
         self._data: DataBundle | None = None
+
+    def __getstate__(self) -> dict:  # for worker processes: reopen the storage there
+        return {**self.__dict__, "storage": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.storage = open_storage(self.storage_url, self.home)
 
     @property
     def data(self) -> DataBundle:
@@ -122,48 +153,42 @@ class StudyRunner:
         return [{"row": r.name, "seed": s} for r in self.spec.rows for s in self.seeds
                 if (r.name, s) not in done]
 
-    def run(self) -> list[optuna.trial.FrozenTrial]:
+    def run(self, workers: int = 1) -> list[optuna.trial.FrozenTrial]:
+        """Enqueue the missing row × seed trials and run them, in ``workers`` processes."""
         study = self._study()
         todo = self.pending(study)
         if todo:
             self.data  # load (and validate) the data before any run or trial is created
-        exp_id = tracking.experiment(self.study_name, self.home) if todo else None
-        for params in todo:
-            study.enqueue_trial(params)
-        if todo:
-            cache = StageCache(self.home / "cache")
-            rows = {r.name: r for r in self.spec.rows}
-            choices = tuple(rows)
+            tracking.experiment(self.study_name, self.home)
+            for params in todo:
+                study.enqueue_trial(params)
+            run_workers(self._optimize, len(todo), workers)
+        return [t for t in self._study().get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
 
-            def objective(trial: optuna.Trial) -> float:
-                row = rows[trial.suggest_categorical("row", choices)]
-                seed = trial.suggest_int("seed", 0, 2**31 - 1)
-                spec = resolve_method(row.method, row.recipe)
-                default = spec.recipe.metatest and row.stage == "finetune"
-                metatest = default if row.metatest is None else row.metatest
-                with tracking.run(f"{row.name} [seed {seed}]", exp_id,
-                                  tags={"row": row.name, "seed": seed, "study": self.study_name,
-                                        "optuna_trial": trial.number}) as run:
-                    run.params({"row": row.name, "method": spec.name, "seed": seed, "metatest": metatest,
-                                "device": str(self.device), "recipe": spec.recipe.__dict__})
-                    run.dict({"study": self.spec.model_dump(), "preset": self.preset.model_dump(mode="json")},
-                             "config.json")
-                    result = run_row(spec, metatest, self.preset, self.data, seed, self.device, cache,
-                                     exp_id, self.quiet, until=row.stage)
-                    run.metrics(result.metrics)
-                    run.metrics({f"params/{k}": v for k, v in result.params.items()})
-                    run.table([{"study": self.study_name, "row": row.name, "method": spec.name, "seed": seed,
-                                **r} for r in result.images], "images.csv")
-                    ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
-                    run.tags({"checkpoint": result.checkpoint.resolve(), "checkpoint_run": ckpt["run_id"]})
-                    trial.set_user_attr("metrics", result.metrics)
-                    trial.set_user_attr("checkpoint", str(result.checkpoint.resolve()))
-                    trial.set_user_attr("params", result.params)
-                    trial.set_user_attr("mlflow_run_id", run.id)
-                return result.metrics["val/psnr"]
+    def _optimize(self, n_trials: int) -> None:
+        """Run ``n_trials`` enqueued trials (in this process)."""
+        tracking.setup(self.home)
+        self._study().optimize(self._objective, n_trials=n_trials, catch=())
 
-            study.optimize(objective, n_trials=len(todo), catch=())
-        return [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+    def _objective(self, trial: optuna.Trial) -> float:
+        rows = {r.name: r for r in self.spec.rows}
+        row = rows[trial.suggest_categorical("row", tuple(rows))]
+        seed = trial.suggest_int("seed", 0, 2**31 - 1)
+        spec = resolve_method(row.method, row.recipe)
+        default = spec.recipe.metatest and row.stage == "finetune"
+        metatest = default if row.metatest is None else row.metatest
+        exp_id = tracking.experiment(self.study_name, self.home)
+        with tracking.run(f"{row.name} [seed {seed}]", exp_id,
+                          tags={"row": row.name, "seed": seed, "study": self.study_name,
+                                "optuna_trial": trial.number}) as run:
+            run.params({"row": row.name, "method": spec.name, "seed": seed, "metatest": metatest,
+                        "row_set": ";".join(row.set), "device": str(self.device), "recipe": spec.recipe.__dict__})
+            run.dict({"study": self.spec.model_dump(), "preset": self.preset.model_dump(mode="json")}, "config.json")
+            result = run_row(spec, metatest, self.preset.with_overrides(row.set), self.data, seed, self.device,
+                             StageCache(self.home / "cache"), exp_id, self.quiet, until=row.stage)
+            log_row_result(run, trial, result, {"study": self.study_name, "row": row.name, "method": spec.name,
+                                                "seed": seed})
+        return result.metrics["val/psnr"]
 
     def table(self, trials: list[optuna.trial.FrozenTrial]) -> list[dict]:
         """One record per row: mean and std over seeds of each metric, params, number of seeds."""
@@ -183,7 +208,7 @@ class StudyRunner:
             rec = {"row": row.name, "n": len(ts), "params": ts[0].user_attrs["params"]}
             for key in ("val/psnr", "val/ssim", "test/psnr", "test/ssim"):
                 vals = [t.user_attrs["metrics"][key] for t in ts]
-                rec[key] = (float(np.mean(vals)), float(np.std(vals)))
+                rec[key] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
             if row.name in self.spec.paper:
                 rec["paper"] = self.spec.paper[row.name]
             out.append(rec)

@@ -124,6 +124,15 @@ class Run:
 @contextmanager
 def run(name: str, experiment_id: str | None = None, nested: bool = False,
         tags: dict[str, Any] | None = None) -> Iterator[Run]:
-    with mlflow.start_run(run_name=name, experiment_id=experiment_id, nested=nested,
-                          tags={k: str(v) for k, v in (tags or {}).items()}) as active:
+    """An MLflow run that ends FINISHED, KILLED (pruned or interrupted) or FAILED, never RUNNING."""
+    active = mlflow.start_run(run_name=name, experiment_id=experiment_id, nested=nested,
+                              tags={k: str(v) for k, v in (tags or {}).items()})
+    try:
         yield Run(active)
+    except BaseException as e:
+        killed = type(e).__name__ == "TrialPruned" or isinstance(e, KeyboardInterrupt)
+        if not killed:
+            MlflowClient().set_tag(active.info.run_id, "error", f"{type(e).__name__}: {e}"[:500])
+        mlflow.end_run("KILLED" if killed else "FAILED")
+        raise
+    mlflow.end_run("FINISHED")

@@ -22,19 +22,27 @@ def _params(p: dict | None) -> str:
     return total + (f" / {p['adapted'] / 1e6:.3f} M" if p.get("adapted") else "")
 
 
-def study_table(title: str, records: list[dict], data_source: str) -> Table:
+def study_table(title: str, records: list[dict], data_source: str, baseline: str | None = None) -> Table:
+    """The study's rows; with ``baseline``, two more columns: each row's PSNR minus the baseline's."""
     table = Table(title=title, title_justify="left")
     table.add_column("row", no_wrap=True)
     for _, label, _ in COLUMNS:
         table.add_column(label, justify="right")
     table.add_column("params (total / adapted)", justify="right")
     table.add_column("seeds", justify="right")
+    base = next((r for r in records if r["row"] == baseline), None)
+    if base:
+        table.add_column("Δ val PSNR", justify="right")
+        table.add_column("Δ test PSNR", justify="right")
     has_paper = any("paper" in r for r in records)
     if has_paper:
         table.add_column("paper test PSNR / SSIM", justify="right", style="dim")
     for r in records:
         cells = [_cell(r.get(key), d, r["n"]) for key, _, d in COLUMNS]
         row = [r["row"], *cells, _params(r.get("params")), str(r["n"]) if "params" in r else "—"]
+        if base:
+            row += [f"{r[k][0] - base[k][0]:+.2f}" if r is not base and "params" in r else ""
+                    for k in ("val/psnr", "test/psnr")]
         if has_paper:
             p = r.get("paper")
             row.append(f"{p['test/psnr']:.2f} / {p['test/ssim']:.4f}" if p else "")
@@ -45,5 +53,6 @@ def study_table(title: str, records: list[dict], data_source: str) -> Table:
     return table
 
 
-def print_table(title: str, records: list[dict], data_source: str, console: Console | None = None) -> None:
-    (console or Console()).print(study_table(title, records, data_source))
+def print_table(title: str, records: list[dict], data_source: str, console: Console | None = None,
+                baseline: str | None = None) -> None:
+    (console or Console()).print(study_table(title, records, data_source, baseline))

@@ -53,6 +53,7 @@ class RowInfo:
     arch: str
     recipe: dict[str, Any]  # the full resolved recipe (methods.Recipe fields)
     params: dict[str, float] = field(default_factory=dict)  # total / adapted parameter counts
+    set: tuple[str, ...] = ()  # the row's preset overrides (e.g. finetune.first_order=true)
 
     @property
     def adapts(self) -> bool:
@@ -66,11 +67,11 @@ class RowInfo:
         """The attributes that tell two rows apart, with the ones that cannot matter set to None."""
         r = dict(self.recipe)
         k: dict[str, Any] = {"arch": self.arch, "stage": self.stage, "metatest": self.metatest and self.adapts,
-                             **{f: r.get(f) for f in RECIPE_FIELDS if f != "metatest"}}
+                             **{f: r.get(f) for f in RECIPE_FIELDS if f != "metatest"}, "set": tuple(sorted(self.set))}
+        if k["pretrain"] != "maxl" or k["pretrain_aux"] != "mrl":
+            k["grad_loss"] = False  # L_G enters only MAXL's mask step: anything else trains without it
         if k["pretrain"] == "none":
-            k["pretrain_aux"] = k["grad_loss"] = None
-        elif k["pretrain"] != "maxl" or k["pretrain_aux"] != "mrl":
-            k["grad_loss"] = None  # L_G enters only MAXL's mask step
+            k["pretrain_aux"] = None
         if self.stage == "pretrain":
             k.update(finetune=None, inner_scope=None, aux_loss=None, metatest=False)
         elif k["finetune"] == "supervised":
@@ -141,8 +142,24 @@ class StudyRuns:
         try:
             return Path(self.client.download_artifacts(run_id, path, str(dst)))
         except Exception as e:
+            local = self._local_artifact(run_id, path)  # e.g. a name with '#', which a URI cannot carry
+            if local is not None:
+                return local
             raise BenchError(f"run {run_id}: artifact {path!r} cannot be read "
                              f"({str(e).splitlines()[0][:160]})") from None
+
+    def _local_artifact(self, run_id: str, path: str) -> Path | None:
+        from urllib.parse import unquote, urlparse
+
+        try:
+            uri = self.client.get_run(run_id).info.artifact_uri
+        except Exception:
+            return None
+        parsed = urlparse(uri)
+        if parsed.scheme not in ("", "file"):
+            return None
+        p = Path(unquote(parsed.path)) / path
+        return p if p.is_file() else None
 
     def list_artifacts(self, run_id: str, path: str | None = None) -> list[str]:
         try:
@@ -178,6 +195,16 @@ class StudyRuns:
 
         return Preset.model_validate(self.config["preset"])
 
+    def row_preset(self, row: str):
+        """The preset a row ran under: the study's, with the row's own ``set:`` overrides."""
+        info = self.rows.get(row)
+        return self.preset.with_overrides(list(info.set)) if info is not None and info.set else self.preset
+
+    @property
+    def is_ablation(self) -> bool:
+        """A ``bench ablate`` study: its first row is the base, every other row one ablation of it."""
+        return self.study.startswith("ablate-")
+
     @cached_property
     def rows(self) -> dict[str, RowInfo]:
         """Row name → RowInfo, in the study's order (rows without finished runs left out)."""
@@ -197,8 +224,9 @@ class StudyRuns:
             recipe.update({k: v for k, v in run.recipe.items() if k in recipe})
             m = run.run.data.metrics
             params = {k: m[f"params/{k}"] for k in ("total", "adapted") if f"params/{k}" in m}
+            row_set = tuple(s.get("set") or [x for x in run.run.data.params.get("row_set", "").split(";") if x])
             out[s["name"]] = RowInfo(s["name"], run.method, run.metatest, s.get("stage", "finetune"), arch,
-                                     recipe, params)
+                                     recipe, params, row_set)
         return out
 
     @cached_property
@@ -252,7 +280,8 @@ def finished_runs(client: MlflowClient, experiment_id: str) -> list[RowRun]:
     latest: dict[tuple[str, str], RowRun] = {}
     for run in runs:
         tags = run.data.tags
-        if run.info.status != "FINISHED" or "mlflow.parentRunId" in tags or not tags.get("row") or "checkpoint" not in tags:
+        if (run.info.status != "FINISHED" or "mlflow.parentRunId" in tags or not tags.get("row")
+                or "checkpoint" not in tags):
             continue
         latest.setdefault((tags["row"], tags.get("seed", "")), RowRun(run))
     return list(latest.values())

@@ -32,6 +32,7 @@ CONTRASTS: tuple[tuple[str, Any, Any, str], ...] = (
     ("grad_loss", True, False, "with − without L_G"),
     ("arch", "ours", "chi", "our architecture − Chi et al."),
 )
+SET_LABELS = {("finetune.first_order=true",): "second − first-order MTL"}  # a row's preset switch
 ALPHA = 0.05
 N_BOOT = 10_000
 
@@ -43,8 +44,9 @@ class Pair:
     b: str
 
 
-def find_pairs(rows: Iterable[RowInfo]) -> list[Pair]:
-    """The comparisons a study supports, in the study's row order."""
+def find_pairs(rows: Iterable[RowInfo], base: str | None = None) -> list[Pair]:
+    """The comparisons a study supports, in the study's row order; with ``base`` (an ablation
+    study's first row) also the base against every other row."""
     rows = list(rows)
     keys = {r.name: r.key() for r in rows}
     out: list[Pair] = []
@@ -52,9 +54,16 @@ def find_pairs(rows: Iterable[RowInfo]) -> list[Pair]:
         for rb in rows[i + 1:]:
             ka, kb = keys[ra.name], keys[rb.name]
             diff = [f for f in ka if ka[f] != kb[f]]
+            if "pretrain" in diff and "none" in (ka["pretrain"], kb["pretrain"]):
+                diff = [f for f in diff if f not in ("pretrain_aux", "grad_loss")]  # RI has no pre-training loss
             if len(diff) != 1:
                 continue
             f = diff[0]
+            if f == "set" and not (ka["set"] and kb["set"]):  # a preset switch on one side only
+                on, off = (ra, rb) if ka["set"] else (rb, ra)
+                label = SET_LABELS.get(tuple(sorted(on.set)), f"without − with {', '.join(on.set)}")
+                out.append(Pair(label, off.name, on.name))
+                continue
             for field, va, vb, label in CONTRASTS:
                 if field != f:
                     continue
@@ -67,9 +76,14 @@ def find_pairs(rows: Iterable[RowInfo]) -> list[Pair]:
             and r.recipe.get("pretrain") == "maxl" and r.recipe.get("aux_loss") == "mrl"
             and r.recipe.get("inner_scope") == "heads"]
     if ours:
-        for base in rows:
-            if base.supervised:
-                out.append(Pair(f"ours − {base.name}", ours[0].name, base.name))
+        for b in rows:
+            if b.supervised:
+                out.append(Pair(f"ours − {b.name}", ours[0].name, b.name))
+    if base is not None:
+        done = {frozenset((p.a, p.b)) for p in out}
+        for r in rows:
+            if r.name != base and frozenset((base, r.name)) not in done:
+                out.append(Pair("base − ablated", base, r.name))
     return out
 
 
@@ -109,7 +123,7 @@ def per_image(tidy: pd.DataFrame, row: str, seeds: Iterable[int] | None = None) 
     t = tidy[tidy["row"] == row]
     if seeds is not None:
         t = t[t["seed"].isin(list(seeds))]
-    return t.groupby(["split", "metric", "image"], sort=False)["value"].mean()
+    return t.groupby(["split", "metric", "image"])["value"].mean().sort_index()
 
 
 def compare(tidy: pd.DataFrame, pairs: list[Pair], metrics: tuple[str, ...] = ("psnr", "ssim"),

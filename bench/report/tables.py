@@ -89,6 +89,7 @@ class TableDoc:
     groups: list[tuple[str, int]] = field(default_factory=list)  # header groups: (label, span)
     notes: list[str] = field(default_factory=list)
     best: list[int] = field(default_factory=list)  # columns where the highest value is bold
+    latex_align: str | None = None  # LaTeX column spec when it differs from ``align`` (wrapping p{} columns)
 
     def mark_best(self) -> "TableDoc":
         for c in self.best:
@@ -111,15 +112,14 @@ def study_table(label: str, title: str, summary: pd.DataFrame, rows: list[RowInf
     names = [r.name for r in rows if r.name in set(summary.index.get_level_values("row"))]
     has_paper = any(n in paper for n in names)
     same_data = data_source == "paper"
-    header = ["Row", *[c[2] for c in COLUMNS], "Params (total / adapted)", "Seeds"]
-    groups = [("", 1), ("This run: mean ± std over seeds", len(COLUMNS)), ("", 2)]
+    header = ["Row", *[c[2] for c in COLUMNS], "Params", "Seeds"]
+    groups = [("", 1), ("this run (mean ± std over seeds)", len(COLUMNS)), ("", 2)]
     align = "l" + "r" * len(COLUMNS) + "rr"
     best = list(range(1, 1 + len(COLUMNS)))
     if has_paper:
         start = len(header)
-        header += [f"paper {c[2]}" for c in COLUMNS]
-        groups.append(("The paper's numbers (same data sets)" if same_data else
-                       "The paper's numbers (its own data; reference only)", len(COLUMNS)))
+        header += [c[2] for c in COLUMNS]
+        groups.append(("the paper (same data sets)" if same_data else "the paper (its data; reference)", len(COLUMNS)))
         align += "r" * len(COLUMNS)
         best += list(range(start, start + len(COLUMNS)))
         if same_data:
@@ -158,14 +158,15 @@ def study_table(label: str, title: str, summary: pd.DataFrame, rows: list[RowInf
         body.append(cells)
     notes = [f"Experiment {experiment} (preset {preset}) on {DATA_SOURCES.get(data_source, data_source)}. "
              "Cells: mean ± sample standard deviation (ddof=1) over seeds of each seed's mean over the "
-             "images; Seeds = number of seeds. Bold: the best value in each column.",
+             "images; Seeds = number of seeds; Params = total / adapted at test time. Bold: the best value in "
+             "each column.",
              "SSIM: the paper's convention (scikit-image defaults, 7×7 uniform window)."]
     if has_paper:
         notes.append("Paper columns: the paper's published numbers on the same data sets; Δ = this run − paper."
                      if same_data else
                      "Paper columns: the paper's published numbers on its own data (SIDD/PolyU val, Nam test). "
                      "This run used other data, so they are shown as a reference, not compared.")
-    return TableDoc(label, title, header, body, align, groups, notes, best).mark_best()
+    return TableDoc(label, title, header, body, align, groups, notes, best, "p{3.4cm}" + align[1:]).mark_best()
 
 
 def pairs_table(label: str, title: str, comparisons: pd.DataFrame) -> TableDoc:
@@ -177,7 +178,8 @@ def pairs_table(label: str, title: str, comparisons: pd.DataFrame) -> TableDoc:
         d = DIFF_DIGITS.get(r.metric, 4)
         metric = r.metric.upper() if r.metric == "psnr" else r.metric.upper().replace("_GAUSS", " (gauss)")
         unit = UNITS.get(r.metric, "")
-        body.append([Cell(r.comparison), Cell(f"{r.a} − {r.b}"), Cell(r.split), Cell(metric + (f" [{unit}]" if unit else "")),
+        body.append([Cell(r.comparison), Cell(f"{r.a} − {r.b}"), Cell(r.split),
+                     Cell(metric + (f" [{unit}]" if unit else "")),
                      Cell(str(r.n)), Cell(str(r.seeds)), Cell(fmt(r.mean, d, sign=True)),
                      Cell(f"[{fmt(r.lo, d, sign=True)}, {fmt(r.hi, d, sign=True)}]"), Cell(fmt_p(r.p)),
                      Cell("yes" if r.distinguishable else "no"), Cell(fmt(r.paper_diff, d, sign=True))])
@@ -193,7 +195,8 @@ def pairs_table(label: str, title: str, comparisons: pd.DataFrame) -> TableDoc:
     if not body:
         notes = ["No pair of rows in this study differs in exactly one attribute the paper discusses "
                  "(meta-test, MRL/RL, MAXL/RI, heads/body+head, ours vs a baseline)."]
-    return TableDoc(label, title, header, body, "ll" + "l" * 2 + "rr" + "rrrlr", [], notes, [])
+    align = "llllrrrrrlr"
+    return TableDoc(label, title, header, body, align, [], notes, [], "p{2.4cm}p{3.4cm}" + align[2:])
 
 
 # -- LaTeX -----------------------------------------------------------------------------------------
@@ -204,15 +207,19 @@ _LATEX_SPECIALS = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "
 _LATEX_UNICODE = {"—": "---", "–": "--", "±": r"$\pm$", "×": r"$\times$", "−": "$-$", "Δ": r"$\Delta$",
                   "θ": r"$\theta$", "λ": r"$\lambda$", "α": r"$\alpha$", "β": r"$\beta$", "≠": r"$\neq$",
                   "≤": r"$\leq$", "≥": r"$\geq$", "→": r"$\rightarrow$", "·": r"$\cdot$", "⊙": r"$\odot$",
-                  "’": "'", "‘": "`", "“": "``", "”": "''", "…": r"\ldots{}", "²": r"$^2$", "†": r"$^\dagger$",
+                  "’": "'", "‘": "`", "“": "``", "”": "''", "…": r"\ldots{}", "²": r"$^2$",
+                  "†": r"$^\dagger$",
                   "\u00a0": "~"}
 
 
 def latex_escape(text: str) -> str:
     """Escape LaTeX specials and map the non-ASCII characters our labels use (pdflatex-safe)."""
     out = []
-    for ch in str(text):
-        if ch in _LATEX_SPECIALS:
+    text = str(text)
+    for i, ch in enumerate(text):
+        if ch == "-" and text[i + 1:i + 2] == "-":
+            out.append("-{}")  # "--set" stays two hyphens, not an en dash
+        elif ch in _LATEX_SPECIALS:
             out.append(_LATEX_SPECIALS[ch])
         elif ch in _LATEX_UNICODE:
             out.append(_LATEX_UNICODE[ch])
@@ -220,7 +227,7 @@ def latex_escape(text: str) -> str:
             out.append(ch)
         else:
             out.append(unicodedata.normalize("NFKD", ch).encode("ascii", "ignore").decode() or "?")
-    return "".join(out)
+    return re.sub(r"(^|[\s\[(])-(?=\d)", r"\1$-$", "".join(out))  # a minus sign, not a hyphen
 
 
 def _latex_cell(c: Cell) -> str:
@@ -232,13 +239,14 @@ def _latex_cell(c: Cell) -> str:
 
 
 def to_latex(doc: TableDoc, source: str = "") -> str:
-    """A ``table`` float with a booktabs ``tabular`` (needs ``\\usepackage{booktabs}``), for ``\\input``."""
+    """A ``table`` float with a booktabs ``tabular`` (needs ``\\usepackage{booktabs,graphicx}``), for ``\\input``."""
     ncol = len(doc.header)
     lines = [f"% Generated by `bench report`{' from ' + source if source else ''}; do not edit by hand.",
-             "% Needs \\usepackage{booktabs} in the preamble.",
+             "% Needs \\usepackage{booktabs,graphicx} in the preamble (a wide table is scaled to \\linewidth).",
              "\\begin{table}[htbp]", "\\centering", "\\scriptsize", "\\setlength{\\tabcolsep}{3pt}",
              f"\\caption{{{latex_escape(doc.title)}}}", f"\\label{{tab:{re.sub(r'[^A-Za-z0-9:-]', '-', doc.label)}}}",
-             f"\\begin{{tabular}}{{{doc.align}}}", "\\toprule"]
+             "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%",
+             f"\\begin{{tabular}}{{{doc.latex_align or doc.align}}}", "\\toprule"]
     if any(g for g, _ in doc.groups):
         cells, rules, col = [], [], 1
         for g, span in doc.groups:
@@ -250,13 +258,16 @@ def to_latex(doc: TableDoc, source: str = "") -> str:
         lines.append(" ".join(rules))
     lines.append(" & ".join(latex_escape(h) for h in doc.header) + " \\\\")
     lines.append("\\midrule")
-    for row in doc.rows:
-        lines.append(" & ".join(_latex_cell(c) for c in row) + " \\\\")
+    wrap = [t.startswith("p") for t in re.findall(r"p\{[^}]*\}|[lrc]", doc.latex_align or doc.align)]
+    for row in doc.rows:  # \raggedright in a wrapping (never the last) column: no stretched word gaps
+        lines.append(" & ".join(("\\raggedright " if w else "") + _latex_cell(c) for c, w in zip(row, wrap))
+                     + " \\\\")
     lines.append("\\bottomrule")
-    lines.append("\\end{tabular}")
+    lines.append("\\end{tabular}}")
     if doc.notes:
         lines.append("\\par\\smallskip")
-        lines.append(f"\\parbox{{\\linewidth}}{{\\raggedright {' '.join(latex_escape(n) for n in doc.notes)}}}")
+        notes = " ".join(latex_escape(n) for n in doc.notes)
+        lines.append(f"\\parbox{{\\linewidth}}{{\\footnotesize\\raggedright {notes}}}")
     lines.append("\\end{table}")
     assert all(len(r) == ncol for r in doc.rows)
     return "\n".join(lines) + "\n"
@@ -278,9 +289,9 @@ def to_markdown(doc: TableDoc) -> str:
     if any(g for g, _ in doc.groups):  # fold the header groups into the column names
         i = 0
         for g, span in doc.groups:
-            if g.startswith("The paper"):
+            if g.startswith("the paper"):
                 for j in range(i, i + span):
-                    header[j] = header[j].replace("paper ", "paper: ")
+                    header[j] = f"paper: {header[j]}"
             i += span
     lines = [f"**{_md_escape(doc.title)}**", "",
              "| " + " | ".join(_md_escape(h) for h in header) + " |",

@@ -16,6 +16,7 @@ class TrainContext:
     rng: np.random.Generator
     log: Callable[[dict[str, float], int], None] = lambda metrics, step: None
     image: Callable[[np.ndarray, str], None] = lambda array, name: None  # e.g. masks for Figs. 5/6
+    on_validate: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None  # e.g. Optuna pruning
     quiet: bool = False
     history: list[dict] = field(default_factory=list)
 

@@ -31,6 +31,7 @@ def fit(model: torch.nn.Module, step: StepFn, sample: PatchSampler, *, epochs: i
             if epoch % val_every == 0 or epoch == epochs:
                 val = validate(epoch)
                 metrics.update({f"{prefix}/{k}": v for k, v in val.items()})
+                ctx.on_validate(epoch, val)
                 if val[score_key] > best_score:
                     best_score, best_state = val[score_key], copy.deepcopy(model.state_dict())
                     metrics[f"{prefix}/best_epoch"] = epoch

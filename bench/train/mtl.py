@@ -5,6 +5,8 @@ official code's selection rule) and the best state is kept.
 """
 from __future__ import annotations
 
+import re
+
 import torch
 
 from methods import Recipe
@@ -39,7 +41,8 @@ def finetune_mtl(model: torch.nn.Module, recipe: Recipe, cfg: FinetuneConfig, mt
             with torch.no_grad():
                 for pair in val[: cfg.mask_images]:
                     mask = model.mask_net(to_tensor(pair.noisy, ctx.device))[0, 0].cpu().numpy()
-                    ctx.image(mask, f"masks/{pair.name.replace('/', '_')}/epoch_{epoch:04d}.png")
+                    safe = re.sub(r"[^\w.-]", "_", pair.name)  # '#' or '/' would break artifact URIs
+                    ctx.image(mask, f"masks/{safe}/epoch_{epoch:04d}.png")
         return {"val_psnr": mean_psnr(evaluate(model, recipe, val, mt, recipe.metatest, ctx.device)),
                 "val_psnr_no_metatest": mean_psnr(evaluate(model, recipe, val, mt, False, ctx.device))}
 

@@ -1,0 +1,141 @@
+"""Ablations, tuning with pruning, and several workers on one study (journal file and PostgreSQL)."""
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from bench.ablate import ablation_study
+from bench.cli import main
+from bench.config import load_preset
+from bench.errors import ConfigError
+from bench.tune import Param, Tuner, write_best
+
+
+def test_ablation_rows_are_one_field_overrides_of_the_base():
+    name, spec = ablation_study("ours", ["no-pretrain", "first-order", "no-metatest"])
+    rows = {r.name: r for r in spec.rows}
+    assert name == "ablate-ours-first-order-no-metatest-no-pretrain"
+    assert rows["ours (base)"].recipe == {} and rows["ours (base)"].set == []
+    assert rows["ours --no-pretrain"].recipe == {"pretrain": "none"}
+    assert rows["ours --first-order"].set == ["finetune.first_order=true"]
+    assert rows["ours --no-metatest"].metatest is False
+    combined = rows["ours --no-pretrain --first-order --no-metatest"]
+    assert combined.recipe == {"pretrain": "none"} and combined.metatest is False
+    with pytest.raises(ConfigError, match="at least one"):
+        ablation_study("ours", [])
+    with pytest.raises(ConfigError, match="not a meta-learned method"):
+        ablation_study("ridnet", ["no-pretrain"])
+
+
+def _trials(home, prefix):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = JournalStorage(JournalFileBackend(str(home / "optuna.journal")))
+    (summary,) = [s for s in optuna.get_all_study_summaries(storage) if s.study_name.startswith(prefix)]
+    return optuna.load_study(study_name=summary.study_name, storage=storage).trials
+
+
+@pytest.mark.slow
+def test_tune_prunes_a_bad_trial_and_writes_a_runnable_study(tmp_path, capsys):
+    preset = load_preset("smoke", ["finetune.epochs=2", "finetune.steps_per_epoch=1"])
+    space = {"metatest.lr": Param("float", 1e-6, 10.0, log=True), "metatest.steps": Param("int", 0, 10)}
+    tuner = Tuner("ours", "smoke", preset, 0, tmp_path, quiet=True, space=space, startup_trials=1)
+    good, bad = {"metatest.lr": 1e-4, "metatest.steps": 1}, {"metatest.lr": 10.0, "metatest.steps": 10}
+    study = tuner.tune(trials=3, enqueue=[good, bad])
+    states = [t.state for t in study.trials]
+    assert states[0] == optuna.trial.TrialState.COMPLETE
+    assert states[1] == optuna.trial.TrialState.PRUNED  # diverging adaptation loses to the median
+    out = write_best(study, "ours", "smoke", tmp_path / "tuned.yaml")
+    doc = yaml.safe_load(out.read_text())
+    assert doc["rows"][0]["set"] and doc["rows"][0]["method"] == "ours"
+    # bench run accepts it and reproduces the winner's validation PSNR (its stages are reused)
+    main(["run", str(out), "--preset", "smoke", "--set", "finetune.epochs=2", "--set", "finetune.steps_per_epoch=1",
+          "--home", str(tmp_path), "--quiet"])
+    capsys.readouterr()
+    (trial,) = [t for t in _trials(tmp_path, "tuned-") if t.state.name == "COMPLETE"]
+    assert trial.user_attrs["metrics"]["val/psnr"] == pytest.approx(study.best_value, abs=1e-9)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()
+                               if e.name.startswith("tune-")])
+    assert any(r.info.status == "KILLED" for r in runs)  # the pruned trial is not left RUNNING
+    assert not any(r.info.status == "RUNNING" for r in runs)
+
+
+STUDY = "title: two rows\nrows:\n  - {name: A, method: ours, metatest: false}\n  - {name: B, method: ours-ri}\n"
+
+
+def _two_workers(tmp_path, *extra):
+    study = tmp_path / "two.yaml"
+    study.write_text(STUDY)
+    cmd = [sys.executable, "-m", "bench", "run", str(study), "--preset", "smoke", "--workers", "2",
+           "--home", str(tmp_path / "home"), "--quiet", *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    (exp,) = [e for e in client.search_experiments() if e.name.startswith("two-")]
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert sorted(r.data.tags["row"] for r in parents) == ["A", "B"]  # every row exactly once
+    assert all(r.info.status == "FINISHED" for r in runs)
+    return proc.stdout
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_journal_study(tmp_path):
+    _two_workers(tmp_path)
+    trials = _trials(tmp_path / "home", "two-")
+    assert sorted(t.params["row"] for t in trials) == ["A", "B"]
+    assert all(t.state.name == "COMPLETE" for t in trials)
+
+
+def _pg_bin(name):
+    found = shutil.which(name) or next(iter(sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))), None)
+    return str(found) if found else None
+
+
+@pytest.fixture(scope="module")
+def postgres_url():
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("PostgreSQL server not installed (Debian package 'postgresql')")
+    psycopg = pytest.importorskip("psycopg", reason="psycopg not installed (pip install 'ttaid-bench[postgres]')")
+    base = Path(tempfile.mkdtemp(prefix="bench-pg-"))
+    as_user = []
+    if os.geteuid() == 0:  # the server refuses to run as root
+        as_user = ["runuser", "-u", "postgres", "--"]
+        os.chmod(base, 0o777)
+    data = base / "data"
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "bench", "--auth=trust"], check=True,
+                   capture_output=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run([*as_user, pg_ctl, "-D", str(data), "-l", str(base / "log"), "-w", "-o",
+                    f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"], check=True, capture_output=True)
+    try:
+        with psycopg.connect(f"host=127.0.0.1 port={port} user=bench dbname=postgres", autocommit=True) as conn:
+            conn.execute("CREATE DATABASE optuna")
+        yield f"postgresql+psycopg://bench@127.0.0.1:{port}/optuna"
+    finally:
+        subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_two_workers_share_a_postgresql_study(tmp_path, postgres_url):
+    _two_workers(tmp_path, "--storage", postgres_url)
+    storage = optuna.storages.RDBStorage(postgres_url)
+    (summary,) = optuna.get_all_study_summaries(storage)
+    trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
+    assert sorted(t.params["row"] for t in trials) == ["A", "B"]
+    assert all(t.state.name == "COMPLETE" for t in trials)
