@@ -88,9 +88,12 @@ def _run_study(name, spec, preset, set_, seeds, device, storage, data_root, home
     start = time.perf_counter()
     runner = StudyRunner(name, spec, preset, cfg, _seeds(seeds), _home(home), storage, device, quiet)
     trials = runner.run(workers)
-    print_table(f"{spec.title}  [{preset}]", runner.table(trials), cfg.data.source, console, baseline)
+    records = runner.table(trials)
+    print_table(f"{spec.title}  [{preset}]", records, cfg.data.source, console, baseline)
     console.print(f"study {runner.study_name}: {len(trials)} finished trial(s) in {time.perf_counter() - start:.0f} s; "
                   f"`bench ui` to browse the MLflow runs", style="dim")
+    if any("failed" in r for r in records):
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -298,14 +301,16 @@ def perf(
     precision: str = typer.Option("auto", help="Meta-test precisions beside fp32, comma-separated: bf16, fp16 "
                                   "(auto: bf16,fp16 on CUDA; none on CPU, where bf16 is opt-in)."),
     sizes: Optional[str] = typer.Option(None, help="Meta-test image sizes (default 256,512,1024; quick: 64)."),
-    only: Optional[str] = typer.Option(None, help="Cases to run, comma-separated: mtl,metatest,batched,maxl,eval."),
+    only: Optional[str] = typer.Option(None, help="Cases to run, comma-separated: mtl,metatest,batched,maxl,eval "
+                                       "(default: all of them), memmodel (the memory model alone)."),
     repeats: Optional[int] = typer.Option(None, help="Timed rounds per case (default 5; quick: 1)."),
     warmup: Optional[int] = typer.Option(None, help="Untimed rounds first (default 1; quick: 0)."),
     channels_last: bool = typer.Option(False, "--channels-last", help="Also time channels-last variants."),
     compile_: bool = typer.Option(False, "--compile", help="Also time a torch.compile'd meta-test."),
     first_order: bool = typer.Option(True, "--first-order/--no-first-order", help="Also time first-order MTL."),
     memory: bool = typer.Option(True, "--memory/--no-memory", help="Tensor peak per variant (one more run each)."),
-    memory_model: bool = typer.Option(False, "--memory-model", help="Fit MTL memory vs K, batch, patch (slow on CPU)."),
+    memory_model: bool = typer.Option(False, "--memory-model", help="Also fit MTL memory vs K, batch, patch "
+                                      "(the memmodel case; minutes on CPU)."),
     wide: bool = typer.Option(False, "--wide", help="Time the 2× wider network (base 64, scale 32)."),
     weights: Optional[Path] = typer.Option(None, help="A state_dict (or pipeline checkpoint) for the network; "
                                            "makes the PSNR columns meaningful."),
@@ -326,7 +331,7 @@ def perf(
                       warmup=warmup, channels_last=channels_last, compile=compile_, first_order=first_order,
                       memory=memory, memory_model=memory_model, wide=wide,
                       weights=None if weights is None else str(weights))
-    result = run_perf(cfg, log=lambda s: err_console.print(s, style="dim", highlight=False))
+    result = run_perf(cfg, log=lambda s: err_console.print(s, style="dim", highlight=False, markup=False))
     js, md = write_report(result, out)
     from rich.table import Table
 

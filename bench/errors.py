@@ -11,3 +11,7 @@ class DataError(BenchError):
 
 class ConfigError(BenchError):
     """A study, preset, method name or `--set` override that is not valid."""
+
+
+class DivergenceError(BenchError):
+    """Training produced a non-finite or exploding loss; the row fails, the others go on."""

@@ -21,7 +21,7 @@ import methods
 from . import tracking
 from .config import STUDIES_DIR, Preset, _one_line, read_yaml, stable_hash
 from .data import DataBundle, load_data
-from .errors import BenchError, ConfigError
+from .errors import BenchError, ConfigError, DivergenceError
 from .evaluate import noisy_rows
 from .pipeline import StageCache, resolve_method, run_row
 from .workers import run_workers
@@ -168,7 +168,8 @@ class StudyRunner:
     def _optimize(self, n_trials: int) -> None:
         """Run ``n_trials`` enqueued trials (in this process)."""
         tracking.setup(self.home)
-        self._study().optimize(self._objective, n_trials=n_trials, catch=())
+        # A diverged row fails (Optuna FAIL, MLflow FAILED with the reason as the `error` tag); the others go on.
+        self._study().optimize(self._objective, n_trials=n_trials, catch=(DivergenceError,))
 
     def _objective(self, trial: optuna.Trial) -> float:
         rows = {r.name: r for r in self.spec.rows}
@@ -184,8 +185,12 @@ class StudyRunner:
             run.params({"row": row.name, "method": spec.name, "seed": seed, "metatest": metatest,
                         "row_set": ";".join(row.set), "device": str(self.device), "recipe": spec.recipe.__dict__})
             run.dict({"study": self.spec.model_dump(), "preset": self.preset.model_dump(mode="json")}, "config.json")
-            result = run_row(spec, metatest, self.preset.with_overrides(row.set), self.data, seed, self.device,
-                             StageCache(self.home / "cache"), exp_id, self.quiet, until=row.stage)
+            try:
+                result = run_row(spec, metatest, self.preset.with_overrides(row.set), self.data, seed, self.device,
+                                 StageCache(self.home / "cache"), exp_id, self.quiet, until=row.stage)
+            except DivergenceError as e:
+                trial.set_user_attr("error", str(e))
+                raise
             log_row_result(run, trial, result, {"study": self.study_name, "row": row.name, "method": spec.name,
                                                 "seed": seed})
         return result.metrics["val/psnr"]
@@ -204,6 +209,10 @@ class StudyRunner:
         for row in self.spec.rows:
             ts = [t for t in trials if t.params.get("row") == row.name and t.params.get("seed") in self.seeds]
             if not ts:
+                failed = [t for t in self._study().get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+                          if t.params.get("row") == row.name]
+                if failed:
+                    out.append({"row": row.name, "n": 0, "failed": failed[-1].user_attrs.get("error", "failed")})
                 continue
             rec = {"row": row.name, "n": len(ts), "params": ts[0].user_attrs["params"]}
             for key in ("val/psnr", "val/ssim", "test/psnr", "test/ssim"):

@@ -139,3 +139,23 @@ def test_two_workers_share_a_postgresql_study(tmp_path, postgres_url):
     trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
     assert sorted(t.params["row"] for t in trials) == ["A", "B"]
     assert all(t.state.name == "COMPLETE" for t in trials)
+
+
+@pytest.mark.slow
+def test_a_diverging_row_fails_and_the_others_finish(tmp_path, capsys):
+    study = tmp_path / "nan.yaml"
+    study.write_text("title: t\nrows:\n  - {name: A, method: ours, metatest: false}\n"
+                     "  - {name: B, method: ours, set: ['finetune.lambda_out=1e30']}\n")
+    with pytest.raises(SystemExit) as exc:
+        main(["run", str(study), "--preset", "smoke", "--home", str(tmp_path), "--quiet"])
+    assert exc.value.code == 1
+    out = capsys.readouterr().out
+    assert "failed: finetune: loss" in out
+    trials = {t.params["row"]: t for t in _trials(tmp_path, "nan-")}
+    assert trials["A"].state.name == "COMPLETE" and trials["B"].state.name == "FAIL"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (exp,) = [e for e in client.search_experiments() if e.name.startswith("nan-")]
+    parents = {r.data.tags["row"]: r for r in client.search_runs([exp.experiment_id])
+               if "mlflow.parentRunId" not in r.data.tags}
+    assert parents["A"].info.status == "FINISHED"
+    assert parents["B"].info.status == "FAILED" and "DivergenceError" in parents["B"].data.tags["error"]

@@ -65,3 +65,19 @@ def test_smoke_study_runs_and_is_tracked(capsys, home, monkeypatch):
 def test_rows_added_with_a_new_seed_reuse_nothing_and_finish(capsys, home):
     out = run(capsys, "run", "table2", "--preset", "smoke", "--home", str(home), "--quiet", "--seeds", "0,1")
     assert "± " in table_rows(out)["Ours with meta-test"]  # two seeds: mean ± std
+
+
+def test_same_seed_gives_identical_metrics_on_cpu(tmp_path, capsys):
+    """Seeded end to end: two fresh homes, same command, bit-identical per-image metrics."""
+    study = tmp_path / "one.yaml"
+    study.write_text("title: t\nrows:\n  - {name: Ours, method: ours}\n")
+    metrics = []
+    for home in ("a", "b"):
+        main(["run", str(study), "--preset", "smoke", "--home", str(tmp_path / home), "--quiet"])
+        mlflow.set_tracking_uri(f"sqlite:///{tmp_path / home / 'mlflow.db'}")
+        client = MlflowClient()
+        (exp,) = [e for e in client.search_experiments() if e.name.startswith("one-")]
+        (parent,) = [r for r in client.search_runs([exp.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+        metrics.append({k: v for k, v in parent.data.metrics.items() if "/" in k})
+    capsys.readouterr()
+    assert metrics[0] == metrics[1] and "test/psnr" in metrics[0]

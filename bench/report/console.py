@@ -38,6 +38,9 @@ def study_table(title: str, records: list[dict], data_source: str, baseline: str
     if has_paper:
         table.add_column("paper test PSNR / SSIM", justify="right", style="dim")
     for r in records:
+        if "failed" in r:  # a row whose every trial failed: the reason, never a number
+            table.add_row(r["row"], f"[red]failed: {r['failed']}[/]", *[""] * (len(table.columns) - 2))
+            continue
         cells = [_cell(r.get(key), d, r["n"]) for key, _, d in COLUMNS]
         row = [r["row"], *cells, _params(r.get("params")), str(r["n"]) if "params" in r else "—"]
         if base:

@@ -2,15 +2,26 @@
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable
 
 import torch
 from torch import Tensor
 
 from ..data import PatchSampler
+from ..errors import DivergenceError
 from .context import TrainContext
 
 StepFn = Callable[[Tensor, Tensor], float]
+
+MAX_LOSS = 1e6  # far above any sane loss here (λ_out·Σ L1 ≤ 10·batch); beyond it training has diverged
+
+
+def check_loss(loss: float, where: str, epoch: int) -> None:
+    """Raise DivergenceError on a NaN/inf or exploding loss, naming the stage and epoch."""
+    if not math.isfinite(loss) or abs(loss) > MAX_LOSS:
+        raise DivergenceError(f"{where}: loss {loss:.4g} at epoch {epoch} (non-finite or above {MAX_LOSS:g}); "
+                              f"lower the learning rate or λ")
 
 
 def fit(model: torch.nn.Module, step: StepFn, sample: PatchSampler, *, epochs: int, steps_per_epoch: int,
@@ -25,6 +36,7 @@ def fit(model: torch.nn.Module, step: StepFn, sample: PatchSampler, *, epochs: i
             for _ in range(steps_per_epoch):
                 noisy, clean = (t.to(ctx.device) for t in sample())
                 loss = step(noisy, clean)
+                check_loss(loss, prefix, epoch)
                 total += loss
                 advance(loss=loss)
             metrics = {f"{prefix}/loss": total / steps_per_epoch}

@@ -15,6 +15,7 @@ from ..config import PretrainConfig
 from ..data import PatchSampler, Source
 from ..losses import aux_loss, gradient_loss, l1
 from .context import TrainContext
+from .loop import check_loss
 
 
 def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source: Source,
@@ -41,6 +42,7 @@ def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source
                 opt1.zero_grad(set_to_none=True)
                 (lp + la).backward()
                 opt1.step()
+                check_loss(lp.item() + la.item(), "pretrain", epoch)
                 sums["loss_pri"] += lp.item()
                 sums["loss_aux"] += la.item()
                 advance(loss=lp.item())
@@ -68,6 +70,7 @@ def _meta_pass(restorer, mask_net, opt2, sample, cfg: PretrainConfig, ctx: Train
         opt2.zero_grad(set_to_none=True)
         outer.backward(inputs=list(mask_net.parameters()))
         opt2.step()
+        check_loss(outer.item(), "pretrain (meta pass)", 0)
         total += outer.item()
         advance(meta=outer.item())
     return total / cfg.steps_per_epoch
