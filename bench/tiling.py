@@ -4,7 +4,7 @@ Why tiles can be invisible: the networks are convolutional, so a tile's predicti
 whole image's except within the receptive field of the tile's borders (zero padding there). Two
 details make the interior match exactly rather than approximately:
 
-- tiles start on a multiple of 4 and interior tiles are a multiple of 4 long, because the U-Net
+- tiles start on a multiple of 4 and all but the last are a multiple of 4 long, because the U-Net
   halves the resolution twice (bilinear ×0.5 = 2×2 averaging): only shifts by multiples of 4
   commute with it;
 - each output pixel is a weighted mean of the tiles covering it, with a window that is zero on a
@@ -43,29 +43,50 @@ class Tile:
         return (self.y1 - self.y0) * (self.x1 - self.x0)
 
 
+def aligned(overlap: int) -> int:
+    """The overlap tiles really have: rounded up to a multiple of 4, since steps are."""
+    return -(-overlap // ALIGN) * ALIGN
+
+
 def _spans(n: int, tile: int, overlap: int) -> list[tuple[int, int]]:
-    """[start, end) along one axis: aligned starts, the last span stretched to the image edge."""
+    """[start, end) along one axis: the fewest tiles of at most ``tile`` px, spread evenly.
+
+    Steps are multiples of 4 and neighbours overlap by ``overlap`` rounded up to a multiple of 4;
+    the last span ends at the image edge. Spreading evenly (rather than a fixed stride with a
+    last tile pushed back against the edge) keeps the extra work of the overlaps small.
+    """
     if n <= tile:
         return [(0, n)]
-    stride = max(ALIGN, (tile - overlap) // ALIGN * ALIGN)
-    starts = list(range(0, n - tile, stride))
-    last = (n - tile) // ALIGN * ALIGN  # aligned, so the last span is tile … tile + ALIGN - 1 long
-    if starts[-1] == last:
-        starts.pop()
-    starts.append(last)
-    return [(s, s + tile) for s in starts[:-1]] + [(last, n)]
+    ov = aligned(overlap)
+    count = -(-(n - tile) // (tile - ov)) + 1
+    while True:
+        step = -(-(n - ov) // (count * ALIGN)) * ALIGN
+        if step + ov <= tile or step <= ALIGN:
+            break
+        count += 1
+    return [(i * step, min(i * step + step + ov, n)) for i in range(count)]
+
+
+def check(tile: int, overlap: int) -> None:
+    """Raise ValueError unless tiles of ``tile`` px can overlap by ``overlap`` (0 = no tiling)."""
+    if tile < 0:
+        raise ValueError(f"tile {tile} px: expected 0 (no tiling) or a positive size")
+    if overlap < 0:
+        raise ValueError(f"overlap {overlap} px: expected 0 or more")
+    if tile and 2 * aligned(overlap) > tile // ALIGN * ALIGN - ALIGN:
+        raise ValueError(f"expected tile ≥ 2 × overlap + 4 px (overlap rounded up to a multiple of 4), "
+                         f"e.g. --tile {2 * aligned(overlap) + ALIGN} for --overlap {overlap}")
 
 
 def plan(height: int, width: int, tile: int, overlap: int) -> list[Tile]:
-    """Tiles of ``tile`` px (rounded down to a multiple of 4) overlapping by at least ``overlap``.
+    """Tiles of at most ``tile`` px (rounded down to a multiple of 4) overlapping by ``overlap``.
 
     ``tile <= 0`` or a tile at least as large as the image gives one tile: the whole image.
     """
+    check(tile, overlap)
     if tile <= 0 or (height <= tile and width <= tile):
         return [Tile(0, height, 0, width)]
     tile = tile // ALIGN * ALIGN
-    if overlap < 0 or 2 * overlap > tile - ALIGN:
-        raise ValueError(f"overlap {overlap} px: expected 0 ≤ overlap ≤ (tile − 4) / 2 for tiles of {tile} px")
     return [Tile(y0, y1, x0, x1) for y0, y1 in _spans(height, tile, overlap) for x0, x1 in _spans(width, tile, overlap)]
 
 
@@ -86,8 +107,9 @@ def _ramp(length: int, before: bool, after: bool, overlap: int) -> Tensor:
 
 def window(tile: Tile, height: int, width: int, overlap: int) -> Tensor:
     """(h, w) blending weights of one tile; no ramp on sides that lie on the image border."""
-    wy = _ramp(tile.y1 - tile.y0, tile.y0 > 0, tile.y1 < height, overlap)
-    wx = _ramp(tile.x1 - tile.x0, tile.x0 > 0, tile.x1 < width, overlap)
+    ov = aligned(overlap)
+    wy = _ramp(tile.y1 - tile.y0, tile.y0 > 0, tile.y1 < height, ov)
+    wx = _ramp(tile.x1 - tile.x0, tile.x0 > 0, tile.x1 < width, ov)
     return wy[:, None] * wx[None, :]
 
 
@@ -131,4 +153,4 @@ class Blender:
 def tile_for_budget(budget_bytes: float, bytes_per_pixel: float, overlap: int, minimum: int = 128) -> int:
     """The largest aligned square tile whose estimated peak memory fits the budget (≥ ``minimum``)."""
     side = int(math.sqrt(max(budget_bytes, 0) / bytes_per_pixel)) // ALIGN * ALIGN
-    return max(side, minimum, 2 * overlap + 2 * ALIGN)
+    return max(side, minimum, 2 * aligned(overlap) + ALIGN)
