@@ -112,7 +112,8 @@ def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, 
     init: Any = {"init": "random", "seed": seed}
     if recipe.pretrain != "none":
         payload = {**arch, "recipe": {k: asdict(recipe)[k] for k in ("pretrain", "pretrain_aux", "grad_loss")},
-                   "cfg": preset.pretrain.model_dump(), "data": data.key, "seed": seed}
+                   "cfg": preset.pretrain.model_dump(), "data": data.key, "seed": seed,
+                   "impl": 2}  # 2: the recipe's grad_loss switch is honoured (1 always applied L_G)
         stages.append(("pretrain", payload, lambda ctx: pretrain(model, recipe, preset.pretrain, data.pretrain, ctx)))
         init = stable_hash(payload)
     if until == "finetune":

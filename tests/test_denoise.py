@@ -207,7 +207,7 @@ def test_auto_tile_follows_the_memory_budget(denoiser):
     assert den.run(img, steps=1).tiles > 1
 
 
-@pytest.mark.slow
+@pytest.mark.huge  # 9–17 min on 2 CPU cores: `pytest -m huge`
 def test_a_3000x2000_photo_denoises_on_cpu_within_24_gib(trained, tmp_path):
     """Peak resident memory of a fresh process that denoises 3000×2000 with K=5, one adaptation per image."""
     script = textwrap.dedent(f"""

@@ -26,6 +26,7 @@ def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source
     # MAXL with the unmasked L_rec still runs its meta pass (as the official code does); the mask
     # then only learns from L_G, since θ1's look-ahead no longer depends on it.
     meta = recipe.pretrain == "maxl"
+    lambda_g = cfg.lambda_g if recipe.grad_loss else 0.0
     opt1 = torch.optim.Adam(restorer.parameters(), lr=cfg.lr)
     opt2 = torch.optim.Adam(mask_net.parameters(), lr=cfg.lr) if meta else None
     sample = PatchSampler(source, cfg.patch, cfg.batch, ctx.rng)
@@ -49,12 +50,12 @@ def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source
             metrics = {f"pretrain/{k}": v / cfg.steps_per_epoch for k, v in sums.items()}
             if meta:
                 metrics["pretrain/loss_meta"] = _meta_pass(restorer, mask_net, opt2, sample, cfg, ctx, advance,
-                                                           use_mask)
+                                                           use_mask, lambda_g)
             ctx.record(metrics, epoch)
 
 
 def _meta_pass(restorer, mask_net, opt2, sample, cfg: PretrainConfig, ctx: TrainContext, advance,
-               use_mask: bool) -> float:
+               use_mask: bool, lambda_g: float) -> float:
     params = dict(restorer.named_parameters())
     total = 0.0
     for _ in range(cfg.steps_per_epoch):
@@ -65,8 +66,8 @@ def _meta_pass(restorer, mask_net, opt2, sample, cfg: PretrainConfig, ctx: Train
         grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
         fast = {k: p - cfg.inner_lr * g for (k, p), g in zip(params.items(), grads)}
         outer = l1(functional_call(restorer, fast, (noisy,))[0], clean)
-        if cfg.lambda_g:
-            outer = outer + cfg.lambda_g * gradient_loss(mask, noisy)
+        if lambda_g:
+            outer = outer + lambda_g * gradient_loss(mask, noisy)
         opt2.zero_grad(set_to_none=True)
         outer.backward(inputs=list(mask_net.parameters()))
         opt2.step()
