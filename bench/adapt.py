@@ -2,18 +2,22 @@
 
 Both run K chained gradient steps on the auxiliary loss, per sample, over the *inner* parameters
 (the two heads by default). Because the body and the mask network are frozen inside the loop,
-their outputs are computed once per batch and only the heads run K times; ``torch.func.vmap``
-runs the per-sample loops side by side. For MTL the steps keep their graph (second order unless
+their outputs are computed once per batch and only the heads run K times; on CUDA
+``torch.func.vmap`` runs the per-sample loops side by side (on CPU a plain loop over the samples,
+which measured faster there: see ``per_sample_mode``). For MTL the steps keep their graph (second order unless
 ``first_order``), so ``mtl_loss(...).backward()`` reaches every parameter of the restorer and the
 mask network; meta-test runs without a graph and leaves the model untouched.
 """
 from __future__ import annotations
 
+import contextlib
+import math
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
+from torch.utils._pytree import tree_map
 
 from .losses import aux_loss
 
@@ -68,8 +72,38 @@ def _frozen_outputs(model: nn.Module, noisy: Tensor, scope: Scope, aux: str):
     return features, mask
 
 
+PER_SAMPLE_MODES = ("auto", "vmap", "loop")
+_per_sample_mode = "auto"
+
+
+@contextlib.contextmanager
+def per_sample_mode(mode: str):
+    """How the per-sample inner loops run inside this block: ``vmap`` (torch.func.vmap: one batched
+    kernel per op; per-sample weights become grouped convolutions), ``loop`` (a Python loop over the
+    samples, plain kernels), or ``auto`` (the default): vmap on CUDA, loop elsewhere. Both compute
+    the same thing; on CPU the loop measured faster (`bench perf`: grouped-conv backward is slow
+    there), on a GPU batching is what fills the device.
+    """
+    global _per_sample_mode
+    if mode not in PER_SAMPLE_MODES:
+        raise ValueError(f"per-sample mode {mode!r}: expected one of {', '.join(PER_SAMPLE_MODES)}")
+    previous, _per_sample_mode = _per_sample_mode, mode
+    try:
+        yield
+    finally:
+        _per_sample_mode = previous
+
+
 def _per_sample(fn, noisy: Tensor, *batched: Tensor | None):
-    """vmap ``fn(noisy_j, *others_j)`` over the batch; None arguments are passed through as None."""
+    """``fn(noisy_j, *others_j)`` for every sample j (each with a batch dim of 1), results stacked
+    along a new leading dim; None arguments are passed through as None. See ``per_sample_mode``."""
+    mode = _per_sample_mode
+    if mode == "auto":
+        mode = "vmap" if noisy.device.type == "cuda" else "loop"
+    if mode == "loop":
+        outs = [fn(noisy[j : j + 1], *(None if x is None else x[j : j + 1] for x in batched))
+                for j in range(noisy.shape[0])]
+        return tree_map(lambda *xs: torch.stack(xs), *outs)
     present = [x for x in batched if x is not None]
 
     def call(n: Tensor, *xs: Tensor):
@@ -101,24 +135,70 @@ def mtl_loss(model: nn.Module, noisy: Tensor, clean: Tensor, *, steps: int, inne
     return lambda_out * _per_sample(sample_loss, noisy, clean, mask, features).sum()
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST = {"cuda": ("bf16", "fp16"), "cpu": ("bf16",)}  # fp16 on CPU is slow and not offered
+
+
+def _autocast(device: torch.device, precision: str):
+    """The autocast context of a meta-test ``precision``: nothing for fp32, else bf16/fp16 autocast."""
+    if precision not in PRECISIONS:
+        from .errors import BenchError
+
+        raise BenchError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    if precision not in _AUTOCAST.get(device.type, ()):
+        from .errors import BenchError
+
+        raise BenchError(f"precision {precision!r} is not available on {device.type}; "
+                         f"use {' or '.join(('fp32', *_AUTOCAST.get(device.type, ())))}")
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _fp16_loss_scale(noisy: Tensor) -> float:
+    """A static loss scale for fp16: 2^round(log2 √(C·H·W)) of one image.
+
+    L_aux is a mean over C·H·W pixels, so its per-pixel gradient is ~1/(C·H·W) (3e-7 at 1024²,
+    below fp16's normal range), while a weight gradient sums over all pixels (overflow if the
+    loss were a plain sum). The geometric middle keeps both in range up to ~4 MP per image.
+    """
+    return float(2.0 ** round(0.5 * math.log2(noisy[0].numel())))
+
+
 def meta_test(model: nn.Module, noisy: Tensor, *, steps: int, lr: float, scope: Scope = "heads",
-              aux: str = "mrl", optimizer: str = "sgd", trajectory: bool = False) -> Tensor:
+              aux: str = "mrl", optimizer: str = "sgd", trajectory: bool = False,
+              precision: str = "fp32") -> Tensor:
     """Alg. 3: per image, ``steps`` gradient steps on L_aux (no λ), body and mask frozen.
 
     Returns the clean prediction of the adapted parameters, shape like ``noisy``; with
     ``trajectory=True`` a tensor (steps+1, B, 3, H, W) of the prediction before and after each step.
-    The model's own parameters are never modified.
+    The model's own parameters are never modified. ``precision`` ``bf16``/``fp16`` runs the forward
+    and backward passes under autocast (CUDA; ``bf16`` also on CPU, opt-in); parameters and the SGD
+    update stay fp32, and fp16 uses a static loss scale. The output has ``noisy``'s dtype.
     """
     restorer = model.restorer
-    with torch.no_grad():
+    scale = _fp16_loss_scale(noisy) if precision == "fp16" else 1.0
+    step_lr = lr / scale if optimizer == "sgd" else lr  # Adam is invariant to the loss scale
+    with torch.no_grad(), _autocast(noisy.device, precision):
         params = {k: p.detach() for k, p in inner_parameters(restorer, scope).items()}
         features, mask = _frozen_outputs(model, noisy, scope, aux)
 
-        def sample_pred(n: Tensor, m: Tensor | None, f: Tensor | None) -> Tensor:
-            iterates = _inner_steps(restorer, params, n, m, f, steps=steps, lr=lr, scale=1.0,
+        def sample_iterates(n: Tensor, m: Tensor | None, f: Tensor | None) -> list[Params]:
+            iterates = _inner_steps(restorer, params, n, m, f, steps=steps, lr=step_lr, scale=scale,
                                     create_graph=False, optimizer=optimizer)
-            chosen = iterates if trajectory else iterates[-1:]
-            return torch.cat([_forward(restorer, p, n, f)[0] for p in chosen])
+            return iterates if trajectory else iterates[-1:]
 
-        out = _per_sample(sample_pred, noisy, mask, features)  # (B, S, 3, H, W)
+        def sample_pred(n: Tensor, m: Tensor | None, f: Tensor | None) -> Tensor:
+            return torch.cat([_forward(restorer, p, n, f)[0] for p in sample_iterates(n, m, f)])
+
+        if precision == "fp32":
+            out = _per_sample(sample_pred, noisy, mask, features)  # (B, S, 3, H, W)
+        else:  # autocast is inactive under a bare vmap (only torch.func.grad re-enables it), so the
+            # adapted heads (B-batched) predict outside vmap, one image at a time, under autocast
+            adapted = _per_sample(sample_iterates, noisy, mask, features)
+            out = torch.stack([torch.cat([
+                _forward(restorer, {k: v[j] for k, v in p.items()}, noisy[j : j + 1],
+                         None if features is None else features[j : j + 1])[0] for p in adapted])
+                for j in range(noisy.shape[0])])
+    out = out.to(noisy.dtype)  # a no-op in fp32
     return out.transpose(0, 1) if trajectory else out[:, 0]

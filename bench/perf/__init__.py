@@ -1,0 +1,16 @@
+"""`bench perf`: the fast paths of the inner loop timed side by side with naive references.
+
+- ``reference``: deliberately naive MTL and meta-test loops (the baselines, and the equivalence
+  references of tests/test_adapt.py);
+- ``measure``: interleaved timing, peak memory (CUDA allocator; CPU profiler / RSS);
+- ``cases``: MTL step, meta-test per size (+ bf16/fp16, channels-last, torch.compile), batched
+  meta-test, MAXL step, evaluation throughput — each checked against its reference first;
+- ``memmodel``: MTL memory versus K, batch and patch size, fitted and extrapolated;
+- ``suite``: configuration, the run, JSON and Markdown reports.
+"""
+from .cases import PerfConfig
+from .reference import naive_meta_test, naive_mtl_loss
+from .suite import failed_checks, make_config, run_perf, to_markdown, write_report
+
+__all__ = ["PerfConfig", "failed_checks", "make_config", "naive_meta_test", "naive_mtl_loss", "run_perf",
+           "to_markdown", "write_report"]
