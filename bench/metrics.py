@@ -16,8 +16,8 @@ from torch import Tensor
 
 
 def quantize(x: Tensor) -> Tensor:
-    """Clamp to [0,1] and round to 8 bits, as writing a PNG would."""
-    return torch.round(x.clamp(0, 1) * 255) / 255
+    """Clamp to [0,1] and round to 8 bits, as writing a PNG would (a diverged NaN pixel becomes 0)."""
+    return torch.round(torch.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1) * 255) / 255
 
 
 def psnr(pred: Tensor, target: Tensor) -> Tensor:
