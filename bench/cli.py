@@ -314,19 +314,20 @@ def perf(
     wide: bool = typer.Option(False, "--wide", help="Time the 2× wider network (base 64, scale 32)."),
     weights: Optional[Path] = typer.Option(None, help="A state_dict (or pipeline checkpoint) for the network; "
                                            "makes the PSNR columns meaningful."),
-    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice)."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice; quick: 1, "
+                                          "which keeps the smoke fast on a busy machine)."),
     out: Path = typer.Option(Path("reports/perf"), help="Where perf-<device>[-quick].json and .md go."),
 ) -> None:
     """Time the fast paths beside naive references (MTL, meta-test, MAXL, evaluation); JSON + Markdown."""
     from .perf import failed_checks, make_config, run_perf, write_report
     from .perf.suite import headers, table_rows
 
-    if threads is not None:
-        if threads < 1:
-            raise BenchError(f"--threads {threads}: expected an integer ≥ 1")
+    if threads is not None and threads < 1:
+        raise BenchError(f"--threads {threads}: expected an integer ≥ 1")
+    if threads is not None or quick:
         import torch
 
-        torch.set_num_threads(threads)
+        torch.set_num_threads(threads or 1)
     cfg = make_config(device=device, quick=quick, precision=precision, sizes=sizes, only=only, repeats=repeats,
                       warmup=warmup, channels_last=channels_last, compile=compile_, first_order=first_order,
                       memory=memory, memory_model=memory_model, wide=wide,

@@ -21,6 +21,14 @@ def run_cli(capsys, *args):
     return exc.value.code, out.out, out.err
 
 
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    """`bench perf --quick` sets torch's thread count; leave the session's as it was."""
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(3)
