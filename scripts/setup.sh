@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Creates or reuses the virtual environment and installs ttaid-bench into it (editable).
+# Creates or reuses the dependencies and installs this checkout of ttaid-bench (editable) in .venv.
 #
-# The environment (~6 GB: torch is a CUDA build) is cached outside the checkout, keyed by a hash of
-# the dependency list in pyproject.toml, so fresh clones on the same machine reuse it; `.venv` in
-# the checkout is a link to it. Override the cache folder with TTAID_VENV_CACHE.
+# The dependencies (~6 GB: torch is a CUDA build) live in one environment cached outside the
+# checkout, keyed by a hash of the dependency list in pyproject.toml, so fresh clones on the same
+# machine reuse it. Each checkout gets its own small `.venv` that sees those packages through a
+# .pth file and holds only its own editable install, so two clones never point `bench` at each
+# other's code. Override the cache folder with TTAID_VENV_CACHE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 py=${PYTHON:-python3}
@@ -26,11 +28,19 @@ if [ ! -f "$venv/.complete" ]; then
     rm -rf "$venv"
     "$py" -m venv "$venv"
     pip_quiet "$venv/bin/python" -m pip install -q --upgrade "pip>=24" "setuptools>=64" wheel
-    pip_quiet "$venv/bin/python" -m pip install -q -e ".[test]"
+    pip_quiet "$venv/bin/python" -m pip install -q ".[test]"
+    # Only the dependencies stay; each checkout installs itself in its own .venv below.
+    "$venv/bin/python" -m pip uninstall -q -y ttaid-bench
     touch "$venv/.complete"
-else
-    # Dependencies are cached; only point the editable install at this checkout (seconds).
-    pip_quiet "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
 fi
-ln -sfn "$venv" .venv
+exec 9>&-
+[ -L .venv ] && rm .venv  # older set-ups linked .venv to the shared environment
+[ -x .venv/bin/python ] || "$py" -m venv --without-pip .venv
+purelib() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
+purelib "$venv/bin/python" > "$(purelib .venv/bin/python)/_ttaid_shared.pth"
+if [ ! -x .venv/bin/bench ]; then  # pip's output is noise unless it fails
+    log=$(mktemp)
+    .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
+    rm -f "$log"
+fi
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))" >&2
