@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import mlflow
 import numpy as np
 import torch
 
@@ -22,6 +23,7 @@ from methods import MethodSpec
 from . import tracking
 from .config import Preset, stable_hash
 from .data import DataBundle
+from .errors import BenchError
 from .evaluate import evaluate
 from .train.context import TrainContext, seed_everything
 from .train.mtl import finetune_mtl
@@ -44,7 +46,14 @@ class StageCache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            probe = root / f".probe{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as e:
+            raise BenchError(f"{root}: the checkpoint cache cannot be written ({e.strerror or e}); "
+                             f"free space or point --home at a writable folder") from None
 
     def path(self, stage: str, key: str) -> Path:
         return self.root / f"{stage}-{key}.pt"
@@ -59,40 +68,78 @@ class StageCache:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def load(self, stage: str, key: str) -> dict | None:
-        path = self.path(stage, key)
-        return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+    def partial_path(self, stage: str, key: str) -> Path:
+        """The in-stage checkpoint of a stage still being trained (see ``TrainContext.checkpoint``)."""
+        return self.root / f"{stage}-{key}.partial.pt"
 
-    def save(self, stage: str, key: str, payload: dict) -> Path:
-        path = self.path(stage, key)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+    def load(self, stage: str, key: str, partial: bool = False) -> dict | None:
+        path = self.partial_path(stage, key) if partial else self.path(stage, key)
+        if not path.exists():
+            return None
+        try:
+            return torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as e:
+            raise BenchError(f"{path}: corrupted checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                             f"delete it to train that stage again") from None
+
+    def save(self, stage: str, key: str, payload: dict, partial: bool = False) -> Path:
+        path = self.partial_path(stage, key) if partial else self.path(stage, key)
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+        try:
+            torch.save(payload, tmp)
+            os.replace(tmp, path)
+        except OSError as e:
+            tmp.unlink(missing_ok=True)
+            raise BenchError(f"{path}: cannot write the checkpoint ({e.strerror or e}); "
+                             f"free space or point --home at a writable folder") from None
+        if not partial:
+            self.partial_path(stage, key).unlink(missing_ok=True)
         return path
 
 
 def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, exp_id: str,
            train: Callable[[TrainContext], None], device: torch.device, seed: int, quiet: bool,
            on_validate: Callable | None = None) -> str:
+    """Train one stage in its nested MLflow run, or load it from the cache.
+
+    Resuming after a kill: a stage with an in-stage checkpoint goes on from it in the run that
+    started it; a row whose run already has this stage's nested run does not get a second one.
+    """
     key = stable_hash(payload)
-    with cache.lock(name, key), tracking.run(name, exp_id, nested=True, tags={"stage": name, "stage_key": key}) as run:
-        run.params({"stage_key": key, **payload})
+    parent = mlflow.active_run()
+    with cache.lock(name, key):
         cached = cache.load(name, key)
-        if cached is not None:
-            model.load_state_dict(cached["model"])
-            run.tags({"reused": "true", "trained_in_run": cached.get("run_id", "")})
-            for rec in cached.get("history", []):
-                run.metrics({k: v for k, v in rec.items() if k != "step"}, rec["step"])
+        resume = None if cached is not None else cache.load(name, key, partial=True)
+        earlier = tracking.child_runs(parent.info.run_id, exp_id, key) if parent else []
+        if cached is not None and any(r.info.status == "FINISHED" for r in earlier):
+            model.load_state_dict(cached["model"])  # this row's run already records the stage
             return key
-        rng = seed_everything(int(stable_hash([seed, name], 8), 16))
-        ctx = TrainContext(device=device, rng=rng, log=run.metrics, image=run.image, quiet=quiet)
-        if on_validate is not None:
-            ctx.on_validate = on_validate
-        train(ctx)
-        path = cache.save(name, key, {"model": model.state_dict(), "history": ctx.history,
-                                      "run_id": run.id, "payload": payload})
-        run.tags({"reused": "false"})
-        run.artifact(path, "checkpoints")
+        run_id = resume["run_id"] if resume is not None else None
+        for r in earlier:
+            if r.info.run_id != run_id:
+                tracking.end_orphan(r.info.run_id)
+        tags = {"stage": name, "stage_key": key}
+        if resume is not None:
+            tags["resumed_from_epoch"] = resume["epoch"]
+        with tracking.run(name, exp_id, nested=True, tags=tags, run_id=run_id) as run:
+            if resume is None:
+                run.params({"stage_key": key, **payload})
+            if cached is not None:
+                model.load_state_dict(cached["model"])
+                run.tags({"reused": "true", "trained_in_run": cached.get("run_id", "")})
+                for rec in cached.get("history", []):
+                    run.metrics({k: v for k, v in rec.items() if k != "step"}, rec["step"])
+                return key
+            rng = seed_everything(int(stable_hash([seed, name], 8), 16))
+            ctx = TrainContext(device=device, rng=rng, log=run.metrics, image=run.image, quiet=quiet, resume=resume,
+                               save_state=lambda state: cache.save(name, key, {**state, "run_id": run.id}, partial=True))
+            if on_validate is not None:
+                ctx.on_validate = on_validate
+            train(ctx)
+            path = cache.save(name, key, {"model": model.state_dict(), "history": ctx.history,
+                                          "run_id": run.id, "payload": payload})
+            run.tags({"reused": "false"})
+            run.artifact(path, "checkpoints")
     return key
 
 
@@ -124,7 +171,9 @@ def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, 
         stages.append(("finetune", payload,
                        lambda ctx: finetune(model, recipe, cfg, preset.metatest, data.train, data.val, ctx)))
     # A cached later stage makes the earlier ones unnecessary: start from the last one on disk.
-    first = max((i for i, (name, p, _) in enumerate(stages) if cache.path(name, stable_hash(p)).exists()), default=0)
+    first = max((i for i, (name, p, _) in enumerate(stages)
+                 if cache.path(name, stable_hash(p)).exists() or cache.partial_path(name, stable_hash(p)).exists()),
+                default=0)
     for name, p, train in stages[first:]:
         _stage(name, p, model, cache, exp_id, train, device, seed, quiet, on_validate if name == "finetune" else None)
     last_name, last_payload, _ = stages[-1]

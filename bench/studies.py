@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -23,8 +25,12 @@ from .config import STUDIES_DIR, Preset, _one_line, read_yaml, stable_hash
 from .data import DataBundle, load_data
 from .errors import BenchError, ConfigError, DivergenceError
 from .evaluate import noisy_rows
-from .pipeline import StageCache, resolve_method, run_row
+from .pipeline import FINETUNERS, StageCache, resolve_method, run_row
+from .trialqueue import TrialQueue, trial_params
 from .workers import run_workers
+
+State = optuna.trial.TrialState
+POLL_SECONDS = 2.0  # how often a command with nothing left to claim checks on rows others run
 
 optuna.logging.set_verbosity(logging.WARNING)
 
@@ -96,7 +102,9 @@ def open_storage(storage: str | None, home: Path):
 
             home.mkdir(parents=True, exist_ok=True)
             return optuna.storages.JournalStorage(JournalFileBackend(str(home / "optuna.journal")))
-        return optuna.storages.RDBStorage(storage, heartbeat_interval=60, grace_period=180)
+        with warnings.catch_warnings():  # heartbeat_interval is "experimental"; its warning is not for users
+            warnings.simplefilter("ignore")
+            return optuna.storages.RDBStorage(storage, heartbeat_interval=60, grace_period=180)
     except Exception as e:
         raise BenchError(f"--storage {tracking.mask_secret(storage or str(home))}: cannot be opened "
                          f"({str(e).splitlines()[0][:160]})") from None
@@ -126,8 +134,8 @@ class StudyRunner:
                                    ("cpu" if device == "auto" else device))
         self.study_name = f"{name}-{preset_name}-{preset.digest()[:8]}"
         self.storage_url = storage
+        tracking.setup(home)  # first: an unreachable tracking server must not leave a new study behind
         self.storage = open_storage(storage, home)
-        tracking.setup(home)
         self._data: DataBundle | None = None
 
     def __getstate__(self) -> dict:  # for worker processes: reopen the storage there
@@ -147,29 +155,72 @@ class StudyRunner:
         return optuna.create_study(study_name=self.study_name, storage=self.storage,
                                    direction="maximize", load_if_exists=True)
 
+    def wanted(self) -> list[dict]:
+        return [{"row": r.name, "seed": s} for r in self.spec.rows for s in self.seeds]
+
     def pending(self, study: optuna.Study) -> list[dict]:
-        done = {(t.params.get("row"), t.params.get("seed")) for t in study.get_trials(deepcopy=False)
-                if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.WAITING)}
-        return [{"row": r.name, "seed": s} for r in self.spec.rows for s in self.seeds
-                if (r.name, s) not in done]
+        """The row × seed trials not yet complete (nor queued, running, or failed for good)."""
+        done = {(p.get("row"), p.get("seed")) for t in study.get_trials(deepcopy=False)
+                if t.state in (State.COMPLETE, State.WAITING, State.RUNNING) or _settled(t)
+                for p in [trial_params(t)]}
+        return [w for w in self.wanted() if (w["row"], w["seed"]) not in done]
 
     def run(self, workers: int = 1) -> list[optuna.trial.FrozenTrial]:
-        """Enqueue the missing row × seed trials and run them, in ``workers`` processes."""
+        """Run the missing row × seed trials, in ``workers`` processes, and wait for those that
+        another command runs on the same storage; returns the complete trials."""
+        self._check_patches()  # loads (and validates) the data before any study, run or trial is created
+        StageCache(self.home / "cache")  # writable
         study = self._study()
-        todo = self.pending(study)
-        if todo:
-            self.data  # load (and validate) the data before any run or trial is created
+        if self.pending(study) or TrialQueue(study, self.home / "locks").busy(self.wanted()):
             tracking.experiment(self.study_name, self.home)
-            for params in todo:
-                study.enqueue_trial(params)
-            run_workers(self._optimize, len(todo), workers)
-        return [t for t in self._study().get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.COMPLETE]
+            run_workers(self._work, workers)
+        return [t for t in self._study().get_trials(deepcopy=False) if t.state == State.COMPLETE]
 
-    def _optimize(self, n_trials: int) -> None:
-        """Run ``n_trials`` enqueued trials (in this process)."""
+    def _check_patches(self) -> None:
+        """Every training patch fits the images of the source it is cut from (fail before any run)."""
+        for row in self.spec.rows:
+            recipe, cfg = resolve_method(row.method, row.recipe).recipe, self.preset.with_overrides(row.set)
+            used = ([("pretrain", self.data.pretrain)] if recipe.pretrain != "none" else []) + \
+                   ([] if row.stage == "pretrain" else [(FINETUNERS[recipe.finetune][1], self.data.train)])
+            for section, source in used:
+                patch = getattr(cfg, section).patch
+                small = min(source.pairs, key=lambda p: min(p.clean.shape[:2]))
+                if min(small.clean.shape[:2]) < patch:
+                    raise ConfigError(f"{section}.patch={patch} (row {row.name!r}): larger than training image "
+                                      f"{small.name} ({small.clean.shape[0]}×{small.clean.shape[1]}); "
+                                      f"expected at most {min(small.clean.shape[:2])}")
+
+    def _work(self) -> None:
+        """Claim and run queued trials until every row is done; also retries rows whose process
+        died, and waits for rows that another live process is running."""
         tracking.setup(self.home)
-        # A diverged row fails (Optuna FAIL, MLflow FAILED with the reason as the `error` tag); the others go on.
-        self._study().optimize(self._objective, n_trials=n_trials, catch=(DivergenceError,))
+        queue = TrialQueue(self._study(), self.home / "locks")
+        while True:
+            with queue.locked():
+                queue.recover()
+                queue.enqueue(self.wanted(), _settled)
+                claimed = queue.claim()
+            if claimed is None:
+                if not queue.busy(self.wanted()):
+                    return
+                time.sleep(POLL_SECONDS)
+                continue
+            trial, lock = claimed
+            with lock:
+                self._run_trial(queue, trial)
+
+    def _run_trial(self, queue: TrialQueue, trial: optuna.Trial) -> None:
+        study = queue.study
+        try:
+            with queue.heartbeat(trial):
+                value = self._objective(trial)
+        except DivergenceError:  # FAIL with the reason; the other rows go on
+            study.tell(trial, state=State.FAIL)
+            return
+        except BaseException:  # interrupted or broken: FAIL now, retried (and resumed) on the next run
+            study.tell(trial, state=State.FAIL)
+            raise
+        study.tell(trial, value)
 
     def _objective(self, trial: optuna.Trial) -> float:
         rows = {r.name: r for r in self.spec.rows}
@@ -179,9 +230,13 @@ class StudyRunner:
         default = spec.recipe.metatest and row.stage == "finetune"
         metatest = default if row.metatest is None else row.metatest
         exp_id = tracking.experiment(self.study_name, self.home)
-        with tracking.run(f"{row.name} [seed {seed}]", exp_id,
+        resume = trial.user_attrs.get("resume_run")
+        if resume is not None and not tracking.exists(resume):
+            resume = None
+        with tracking.run(f"{row.name} [seed {seed}]", exp_id, run_id=resume,
                           tags={"row": row.name, "seed": seed, "study": self.study_name,
                                 "optuna_trial": trial.number}) as run:
+            trial.set_user_attr("mlflow_run_id", run.id)  # a retry after a kill reopens this run
             run.params({"row": row.name, "method": spec.name, "seed": seed, "metatest": metatest,
                         "row_set": ";".join(row.set), "device": str(self.device), "recipe": spec.recipe.__dict__})
             run.dict({"study": self.spec.model_dump(), "preset": self.preset.model_dump(mode="json")}, "config.json")
@@ -190,6 +245,7 @@ class StudyRunner:
                                  StageCache(self.home / "cache"), exp_id, self.quiet, until=row.stage)
             except DivergenceError as e:
                 trial.set_user_attr("error", str(e))
+                trial.set_user_attr("diverged", True)  # deterministic: a rerun would diverge again
                 raise
             log_row_result(run, trial, result, {"study": self.study_name, "row": row.name, "method": spec.name,
                                                 "seed": seed})
@@ -222,6 +278,11 @@ class StudyRunner:
                 rec["paper"] = self.spec.paper[row.name]
             out.append(rec)
         return out
+
+
+def _settled(t: optuna.trial.FrozenTrial) -> bool:
+    """A failed trial that is not retried: its row diverged, and would again."""
+    return t.state == State.FAIL and bool(t.user_attrs.get("diverged"))
 
 
 def default_home() -> Path:

@@ -49,17 +49,49 @@ def setup(home: Path) -> str:
     if user_uri is None:  # set_tracking_uri exports the variable; keep the environment as it was
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     _local_store["on"] = user_uri is None
+    if uri.startswith(("http://", "https://")):
+        _probe(uri)
     return uri
 
 
-def experiment(name: str, home: Path) -> str:
-    """Get or create the experiment; local stores keep artifacts under ``home/mlartifacts``."""
+@contextmanager
+def _home_lock(home: Path) -> Iterator[None]:
+    import fcntl
+
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".mlflow.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        yield
+
+
+def _probe(uri: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on a tracking server that cannot be reached (MLflow itself retries for minutes)."""
+    import urllib.error
+    import urllib.request
+
     try:
-        exp = mlflow.get_experiment_by_name(name)
-        if exp is not None:
-            return exp.experiment_id
-        location = (home / "mlartifacts").resolve().as_uri() if _local_store["on"] else None
-        return mlflow.create_experiment(name, artifact_location=location)
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        pass  # it answered: reachable (a proxy may not know /health)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        reason = getattr(e, "reason", e)
+        raise BenchError(f"MLflow tracking server {mask_secret(uri)} cannot be reached ({reason}); "
+                         f"start it or unset MLFLOW_TRACKING_URI to use the local store") from None
+
+
+def experiment(name: str, home: Path) -> str:
+    """Get or create the experiment; local stores keep artifacts under ``home/mlartifacts``.
+
+    Two commands starting at once on one home would both create the sqlite store (its schema
+    migration is not safe to run twice at once) and the experiment: a file lock serialises that.
+    """
+    try:
+        with _home_lock(home):
+            exp = mlflow.get_experiment_by_name(name)
+            if exp is not None:
+                return exp.experiment_id
+            location = (home / "mlartifacts").resolve().as_uri() if _local_store["on"] else None
+            return mlflow.create_experiment(name, artifact_location=location)
     except BenchError:
         raise
     except Exception as e:  # unreachable server, unwritable store …
@@ -123,10 +155,21 @@ class Run:
 
 @contextmanager
 def run(name: str, experiment_id: str | None = None, nested: bool = False,
-        tags: dict[str, Any] | None = None) -> Iterator[Run]:
-    """An MLflow run that ends FINISHED, KILLED (pruned or interrupted) or FAILED, never RUNNING."""
-    active = mlflow.start_run(run_name=name, experiment_id=experiment_id, nested=nested,
-                              tags={k: str(v) for k, v in (tags or {}).items()})
+        tags: dict[str, Any] | None = None, run_id: str | None = None) -> Iterator[Run]:
+    """An MLflow run that ends FINISHED, KILLED (pruned or interrupted) or FAILED, never RUNNING.
+
+    With ``run_id`` an existing run is reopened (a trial or stage resumed after a kill) instead of
+    a new one started, so an interrupted row keeps one run.
+    """
+    if run_id is not None:
+        active = mlflow.start_run(run_id=run_id, nested=nested)
+        if "error" in active.data.tags:  # the reason it stopped last time no longer holds
+            MlflowClient().delete_tag(run_id, "error")
+        for k, v in (tags or {}).items():
+            MlflowClient().set_tag(run_id, k, str(v))
+    else:
+        active = mlflow.start_run(run_name=name, experiment_id=experiment_id, nested=nested,
+                                  tags={k: str(v) for k, v in (tags or {}).items()})
     try:
         yield Run(active)
     except BaseException as e:
@@ -136,3 +179,27 @@ def run(name: str, experiment_id: str | None = None, nested: bool = False,
         mlflow.end_run("KILLED" if killed else "FAILED")
         raise
     mlflow.end_run("FINISHED")
+
+
+def exists(run_id: str) -> bool:
+    try:
+        MlflowClient().get_run(run_id)
+        return True
+    except Exception:
+        return False
+
+
+def child_runs(parent_id: str, experiment_id: str, stage_key: str) -> list[mlflow.entities.Run]:
+    """The nested runs of ``parent_id`` that trained or loaded the stage ``stage_key``, oldest first."""
+    runs = MlflowClient().search_runs(
+        [experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' and tags.stage_key = '{stage_key}'",
+        order_by=["attributes.start_time ASC"])
+    return list(runs)
+
+
+def end_orphan(run_id: str) -> None:
+    """Mark a run that a killed process left RUNNING as KILLED (it will not be resumed)."""
+    client = MlflowClient()
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_tag(run_id, "error", "the process running it died; superseded by a later run")
+        client.set_terminated(run_id, "KILLED")

@@ -1,6 +1,9 @@
-"""What a trainer needs from its caller: a device, a seeded RNG, a metric sink and progress."""
+"""What a trainer needs from its caller: a device, a seeded RNG, a metric sink, progress, and
+somewhere to leave in-stage checkpoints so that a killed stage carries on where it stopped."""
 from __future__ import annotations
 
+import os
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -19,6 +22,43 @@ class TrainContext:
     on_validate: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None  # e.g. Optuna pruning
     quiet: bool = False
     history: list[dict] = field(default_factory=list)
+    save_state: Callable[[dict], None] | None = None  # writes an in-stage checkpoint (atomically)
+    resume: dict | None = None  # the interrupted stage's last in-stage checkpoint, if any
+    _last_save: float = field(default_factory=time.monotonic)
+
+    def checkpoint(self, epoch: int, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer],
+                   last: bool = False, **extra) -> None:
+        """Epoch ``epoch`` is done: save all a rerun needs to go on from epoch ``epoch + 1`` —
+        weights, optimizer moments, both RNG streams, history and the trainer's ``extra`` — at most
+        every ``BENCH_CHECKPOINT_SECONDS`` (default 30) so that small stages do not spend their
+        time writing. The stage's final epoch is saved as the stage checkpoint instead."""
+        if self.save_state is None or last:
+            return
+        every = float(os.environ.get("BENCH_CHECKPOINT_SECONDS", "30"))
+        if time.monotonic() - self._last_save < every:
+            return
+        state = {"epoch": epoch, "model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+                 "torch_rng": torch.get_rng_state(), "numpy_rng": self.rng.bit_generator.state,
+                 "history": list(self.history), "extra": extra}
+        if torch.cuda.is_available():
+            state["cuda_rng"] = torch.cuda.get_rng_state_all()
+        self.save_state(state)
+        self._last_save = time.monotonic()
+
+    def restore(self, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer]) -> tuple[int, dict]:
+        """Load the interrupted stage's checkpoint, if any; returns (first epoch to run, ``extra``)."""
+        s = self.resume
+        if s is None:
+            return 1, {}
+        model.load_state_dict(s["model"])
+        for opt, state in zip(optimizers, s["optimizers"], strict=True):
+            opt.load_state_dict(state)
+        torch.set_rng_state(s["torch_rng"])
+        if "cuda_rng" in s and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(s["cuda_rng"])
+        self.rng.bit_generator.state = s["numpy_rng"]
+        self.history[:] = s["history"]
+        return s["epoch"] + 1, s["extra"]
 
     def record(self, metrics: dict[str, float], step: int) -> None:
         """Keep an epoch's metrics (returned with the checkpoint) and send them to the sink."""

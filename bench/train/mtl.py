@@ -48,4 +48,4 @@ def finetune_mtl(model: torch.nn.Module, recipe: Recipe, cfg: FinetuneConfig, mt
 
     fit(model, step, PatchSampler(source, cfg.patch, cfg.batch, ctx.rng), epochs=cfg.epochs,
         steps_per_epoch=cfg.steps_per_epoch, val_every=cfg.val_every, validate=validate,
-        score_key="val_psnr", prefix="finetune", ctx=ctx)
+        score_key="val_psnr", prefix="finetune", ctx=ctx, optimizers=[opt])

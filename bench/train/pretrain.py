@@ -31,8 +31,11 @@ def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source
     opt2 = torch.optim.Adam(mask_net.parameters(), lr=cfg.lr) if meta else None
     sample = PatchSampler(source, cfg.patch, cfg.batch, ctx.rng)
     passes = 2 if meta else 1
-    with ctx.progress(cfg.epochs * cfg.steps_per_epoch * passes, f"pretrain ({recipe.pretrain})") as advance:
-        for epoch in range(1, cfg.epochs + 1):
+    optimizers = [opt1] + ([opt2] if meta else [])
+    start, _ = ctx.restore(model, optimizers)
+    with ctx.progress((cfg.epochs - start + 1) * cfg.steps_per_epoch * passes,
+                      f"pretrain ({recipe.pretrain})") as advance:
+        for epoch in range(start, cfg.epochs + 1):
             sums = {"loss_pri": 0.0, "loss_aux": 0.0}
             for _ in range(cfg.steps_per_epoch):  # (a) auxiliary pass
                 noisy, clean = (t.to(ctx.device) for t in sample())
@@ -52,6 +55,7 @@ def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source
                 metrics["pretrain/loss_meta"] = _meta_pass(restorer, mask_net, opt2, sample, cfg, ctx, advance,
                                                            use_mask, lambda_g)
             ctx.record(metrics, epoch)
+            ctx.checkpoint(epoch, model, optimizers, last=epoch == cfg.epochs)
 
 
 def _meta_pass(restorer, mask_net, opt2, sample, cfg: PretrainConfig, ctx: TrainContext, advance,

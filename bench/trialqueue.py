@@ -1,0 +1,131 @@
+"""A study's queue of rows: claim the next one, spot trials whose process died, retry them.
+
+Optuna's journal storage has no heartbeat, so a trial left RUNNING by a killed process looks just
+like one still running. Here each claimed trial holds an exclusive ``flock`` on its own lock file
+for as long as its process lives — the kernel drops it when the process dies, however it dies.
+Queueing, claiming and the liveness check all happen under one study-wide lock, so two commands
+started at once neither run a row twice nor take a just-claimed trial for a dead one. Trials
+claimed on another machine (a shared RDB storage) are judged by Optuna's heartbeat instead.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import warnings
+from contextlib import contextmanager, nullcontext
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import IO, Callable, ContextManager, Iterator
+
+import optuna
+
+State = optuna.trial.TrialState
+CLAIM_GRACE = timedelta(seconds=60)  # a trial claimed elsewhere gets this long to record its owner
+
+
+def trial_params(t: optuna.trial.FrozenTrial) -> dict:
+    """A trial's row parameters, also while it is still WAITING (they sit in its fixed params)."""
+    return t.params or t.system_attrs.get("fixed_params", {})
+
+
+def _key(params: dict) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+class TrialQueue:
+    """The queued, running and finished trials of one Optuna study, seen from this machine."""
+
+    def __init__(self, study: optuna.Study, lock_dir: Path) -> None:
+        self.study, self.lock_dir = study, lock_dir
+        lock_dir.mkdir(parents=True, exist_ok=True)
+
+    def _lock_path(self, number: int | None = None) -> Path:
+        name = self.study.study_name + ("" if number is None else f"-trial{number}")
+        return self.lock_dir / f"{name}.lock"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """The study-wide lock: held while the queue is read and changed, never while training."""
+        with open(self._lock_path(), "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    def _alive(self, t: optuna.trial.FrozenTrial) -> bool:
+        owner = t.user_attrs.get("owner")
+        if owner is None:  # claimed under the lock we hold, so its claimer died at once — or it is remote
+            return t.datetime_start is not None and datetime.now() - t.datetime_start < CLAIM_GRACE
+        if owner.get("host") != socket.gethostname():
+            return True  # another machine's trial: Optuna's heartbeat (RDB storage) fails it when stale
+        with open(self._lock_path(t.number), "a") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+
+    def recover(self) -> list[int]:
+        """Fail the RUNNING trials whose process is gone, so that their rows are queued again."""
+        with warnings.catch_warnings():  # "experimental since 2.9"
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(self.study)  # RDB with heartbeat; a no-op for the journal
+        dead = []
+        for t in self.study.get_trials(deepcopy=False, states=(State.RUNNING,)):
+            if not self._alive(t):
+                self.study._storage.set_trial_user_attr(
+                    t._trial_id, "error", f"its process ({t.user_attrs.get('owner', 'unknown')}) died; retried")
+                try:
+                    self.study.tell(t.number, state=State.FAIL)
+                except (ValueError, RuntimeError):  # finished meanwhile by a remote owner
+                    continue
+                dead.append(t.number)
+        return dead
+
+    def enqueue(self, wanted: list[dict], settled: Callable[[optuna.trial.FrozenTrial], bool]) -> int:
+        """Queue each of ``wanted`` that has no trial waiting, running, complete or ``settled``.
+
+        A row that failed before (its process died, or was interrupted) is queued with the MLflow
+        run of its last attempt, which the trial reopens and carries on in (``resume_run``).
+        """
+        trials = self.study.get_trials(deepcopy=False)
+        taken = {_key(trial_params(t)) for t in trials
+                 if t.state in (State.WAITING, State.RUNNING, State.COMPLETE) or settled(t)}
+        queued = 0
+        for params in wanted:
+            if _key(params) in taken:
+                continue
+            earlier = [t for t in trials if _key(trial_params(t)) == _key(params) and "mlflow_run_id" in t.user_attrs]
+            attrs = {"resume_run": earlier[-1].user_attrs["mlflow_run_id"]} if earlier else {}
+            self.study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
+            queued += 1
+        return queued
+
+    def claim(self) -> tuple[optuna.Trial, IO] | None:
+        """Take the oldest queued trial; returns it with its held lock file, or None if none waits.
+
+        Call under ``locked()``. The caller keeps the file open until the trial is told its state.
+        """
+        if not self.study.get_trials(deepcopy=False, states=(State.WAITING,)):
+            return None
+        trial = self.study.ask()
+        if "fixed_params" not in self.study._storage.get_trial(trial._trial_id).system_attrs:
+            # another machine took the last queued one meanwhile; ask() made a fresh, empty trial
+            self.study.tell(trial, state=State.PRUNED)
+            return None
+        fh = open(self._lock_path(trial.number), "a")
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh trial number: nobody else holds it
+        trial.set_user_attr("owner", {"host": socket.gethostname(), "pid": os.getpid()})
+        return trial, fh
+
+    def busy(self, wanted: list[dict]) -> bool:
+        """Whether any of ``wanted`` is being run right now (by a live process)."""
+        keys = {_key(p) for p in wanted}
+        return any(_key(trial_params(t)) in keys
+                   for t in self.study.get_trials(deepcopy=False, states=(State.RUNNING, State.WAITING)))
+
+    def heartbeat(self, trial: optuna.Trial) -> ContextManager:
+        """Optuna's heartbeat thread for ``trial`` where the storage has one (RDB), else nothing."""
+        from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled  # pinned optuna
+
+        storage = self.study._storage
+        return get_heartbeat_thread(trial._trial_id, storage) if is_heartbeat_enabled(storage) else nullcontext()
