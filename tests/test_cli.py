@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from bench.cli import main
 
@@ -24,44 +25,81 @@ def test_methods_json_reports_the_paper_counts(capsys):
     assert rows["chi"]["params"]["restorer"] == 620_928
 
 
-@pytest.mark.parametrize("args,needle", [
+def _yaml(text):
+    """A case whose study file is written into the test's temp dir."""
+    def make(tmp):
+        path = tmp / "study.yaml"
+        path.write_text(text)
+        return ["run", str(path)]
+    return make
+
+
+def _home_with_file_as_cache(tmp):
+    (tmp / "cache").write_text("not a folder")  # as good as a full or read-only disk, even for root
+    return ["run", "table2", "--preset", "smoke"]
+
+
+def _not_an_image(tmp):
+    (tmp / "notes.txt").write_text("hello")
+    return ["denoise", str(tmp / "notes.txt")]
+
+
+# The bad-input matrix: (arguments or a function of the temp dir returning them, text the one-line error must hold).
+BAD_INPUT = [
     (["run", "nosuchstudy"], "unknown study 'nosuchstudy'"),
+    (["run", "missing.yaml"], "missing.yaml: study file not found"),
     (["run", "table2", "--preset", "huge"], "unknown preset 'huge'"),
     (["run", "table2", "--set", "finetune.epochz=3"], "unknown key 'finetune.epochz'"),
     (["run", "table2", "--set", "finetune.epochs=-1"], "finetune.epochs"),
+    (["run", "table2", "--set", "pretrain.epochs=0"], "pretrain.epochs"),
+    (["run", "table2", "--set", "finetune.steps=0"], "finetune.steps"),  # K = 0
+    (["run", "table2", "--set", "metatest.steps=-2"], "metatest.steps"),
     (["run", "table2", "--set", "finetune.epochs=abc"], "finetune.epochs"),
     (["run", "table2", "--set", "noequals"], "expected key=value"),
     (["run", "table2", "--seeds", "a,b"], "--seeds"),
     (["run", "table2", "--device", "tpu"], "--device 'tpu'"),
+    (["run", "table2", "--workers", "0"], "--workers 0"),
     (["run", "table2", "--nosuchflag"], "No such option"),
-])
+    (["run", "table2", "--preset", "smoke", "--set", "finetune.patch=4096"], "finetune.patch=4096"),
+    (["run", "table2", "--preset", "paper", "--data-root", "/nonexistent/data"], "/nonexistent/data"),
+    (["run", "table2", "--storage", "sqlite:////nonexistent/dir/optuna.db"], "--storage sqlite:////nonexistent"),
+    (["run", "table2", "--storage", "postgresql://user:secret@127.0.0.1:1/nodb"], "--storage postgresql://user:***@"),
+    (_home_with_file_as_cache, "the checkpoint cache cannot be written"),
+    (_yaml("title: x\nrows: [\n"), "malformed YAML"),
+    (_yaml("title: x\nrows:\n  - {name: a, method: nosuch}\n"), "unknown method 'nosuch'"),
+    (_yaml("title: x\nbogus: 1\nrows:\n  - {name: a, method: ours}\n"), "bogus"),
+    (_yaml("title: x\nrows: just-a-string\n"), "rows"),
+    (_yaml("title: x\nrows:\n  - {name: a, method: ours, metatest: maybe}\n"), "metatest"),
+    (_yaml("title: x\nrows:\n  - {name: a, method: ours, set: [finetune.nope=1]}\n"), "finetune.nope"),
+    (["ablate"], "give at least one of"),
+    (["ablate", "--base", "nosuch", "--no-pretrain"], "unknown method 'nosuch'"),
+    (["ablate", "--base", "ridnet", "--no-mask"], "not a meta-learned method"),
+    (["tune", "nosuch"], "unknown method 'nosuch'"),
+    (_not_an_image, "notes.txt: unsupported file type"),
+    (["perf", "--threads", "0"], "--threads 0"),
+]
+
+
+@pytest.mark.parametrize("args,needle", BAD_INPUT, ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, needle):
-    code, _, err = run_cli(capsys, *args, "--home", str(tmp_path))
-    assert code == 2
-    assert needle in err
+    args = args(tmp_path) if callable(args) else args
+    home = [] if args[0] in ("denoise", "perf") else ["--home", str(tmp_path)]
+    code, _, err = run_cli(capsys, *args, *home)
+    assert code == 2, err
+    assert needle in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "secret" not in err
+    db = tmp_path / "mlflow.db"
+    if db.exists():  # nothing left RUNNING (nor, for these, any run at all)
+        assert not MlflowClient(f"sqlite:///{db}").search_runs(
+            [e.experiment_id for e in MlflowClient(f"sqlite:///{db}").search_experiments()])
 
 
-def test_bad_study_files(capsys, tmp_path):
-    bad_yaml = tmp_path / "bad.yaml"
-    bad_yaml.write_text("title: x\nrows: [\n")
-    code, _, err = run_cli(capsys, "run", str(bad_yaml), "--home", str(tmp_path))
-    assert code == 2 and "malformed YAML" in err and str(bad_yaml) in err
-    unknown = tmp_path / "unknown.yaml"
-    unknown.write_text("title: x\nrows:\n  - {name: a, method: nosuch}\n")
-    code, _, err = run_cli(capsys, "run", str(unknown), "--home", str(tmp_path))
-    assert code == 2 and "unknown method 'nosuch'" in err and "ours" in err
-    extra = tmp_path / "extra.yaml"
-    extra.write_text("title: x\nbogus: 1\nrows:\n  - {name: a, method: ours}\n")
-    code, _, err = run_cli(capsys, "run", str(extra), "--home", str(tmp_path))
-    assert code == 2 and "bogus" in err
-
-
-def test_unreachable_storage_leaves_no_mlflow_run(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "run", "table2", "--preset", "smoke", "--home", str(tmp_path),
-                           "--storage", "postgresql://user:secret@127.0.0.1:1/nodb")
-    assert code == 2 and "--storage" in err and "secret" not in err
-    assert not (tmp_path / "mlflow.db").exists()
+def test_unreachable_tracking_server_fails_in_seconds(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
+    code, _, err = run_cli(capsys, "run", "table2", "--preset", "smoke", "--home", str(tmp_path))
+    assert code == 2 and "MLflow tracking server http://127.0.0.1:1 cannot be reached" in err
+    assert not (tmp_path / "optuna.journal").exists()
 
 
 def test_no_traceback_from_the_console_script(tmp_path):
