@@ -107,3 +107,20 @@ def test_no_traceback_from_the_console_script(tmp_path):
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: unknown study") and "Traceback" not in proc.stderr
+
+
+def test_corrupted_stage_checkpoint_is_one_line_and_leaves_nothing_running(capsys, tmp_path):
+    rows = "rows:\n  - {name: a, method: ours, stage: pretrain}\n"
+    (tmp_path / "first.yaml").write_text("title: first\n" + rows)
+    (tmp_path / "second.yaml").write_text("title: second\n" + rows)  # same row: reuses the stage checkpoint
+    main(["run", str(tmp_path / "first.yaml"), "--preset", "smoke", "--quiet", "--home", str(tmp_path)])
+    (ckpt,) = (tmp_path / "cache").glob("pretrain-*.pt")
+    ckpt.write_bytes(ckpt.read_bytes()[:100])  # a copy cut short
+    capsys.readouterr()
+    code, _, err = run_cli(capsys, "run", str(tmp_path / "second.yaml"), "--preset", "smoke", "--quiet",
+                           "--home", str(tmp_path))
+    assert code == 2 and f"{ckpt}: corrupted checkpoint" in err and "delete it" in err
+    assert len(err.strip().splitlines()) == 1
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert runs and not [r for r in runs if r.info.status == "RUNNING"]
