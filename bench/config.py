@@ -56,6 +56,7 @@ class FinetuneConfig(_Strict):
     lambda_in: PositiveFloat = 10.0
     lambda_out: PositiveFloat = 10.0
     first_order: bool = False
+    schedule: Literal["constant", "cosine"] = "constant"  # β over the run; the paper keeps it constant
     val_every: PositiveInt = 1
     mask_images: int = Field(2, ge=0)  # validation images whose mask is logged at every validation
 

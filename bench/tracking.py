@@ -32,6 +32,11 @@ def tracking_uri(home: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(home / 'mlflow.db').resolve()}"
 
 
+def artifact_name(name: str) -> str:
+    """A name safe as one artifact path component ('#' or '/' would break artifact URIs)."""
+    return re.sub(r"[^\w.-]", "_", name)
+
+
 def mask_secret(url: str) -> str:
     """A URL with its password replaced by ***, safe to log or print."""
     return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)

@@ -284,6 +284,7 @@ def test_report_writes_every_table_and_figure(smoke, capsys):
     md = (out / "reptest.md").read_text()
     assert "meta-test gain (with − without)" in md and "MAXL − RI" in md and "ours − RIDNet" in md
     assert "reference, not compared" in md and "MIRNet: panel skipped (no MIRNet row in this study)" in md
+    assert "not found among the validation images" not in md  # Figs. 5/6 show each mask's noisy input
     line = next(ln for ln in md.splitlines() if ln.startswith("| Ours with meta-test |"))
     assert re.search(r"\d+\.\d\d ± \d+\.\d\d", line) and "| 2 |" in line  # mean ± std over 2 seeds
     # the numbers agree with what `bench run` logged per run (seed means of the images)

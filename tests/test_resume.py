@@ -21,8 +21,10 @@ rows:
   - {name: B, method: ours, metatest: true}
   - {name: C, method: ridnet}
 """
-# Enough fine-tuning epochs that the kill lands mid-stage; a checkpoint after every epoch.
-SETS = ["--set", "pretrain.epochs=2", "--set", "finetune.epochs=6", "--set", "supervised.epochs=2"]
+# Enough fine-tuning epochs that the kill lands mid-stage; a checkpoint after every epoch; a cosine
+# LR schedule, whose state must come back too for the numbers to match.
+SETS = ["--set", "pretrain.epochs=2", "--set", "finetune.epochs=6", "--set", "supervised.epochs=2",
+        "--set", "finetune.schedule=cosine"]
 ENV = {**os.environ, "BENCH_CHECKPOINT_SECONDS": "0", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 

@@ -26,6 +26,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..errors import BenchError
+from ..tracking import artifact_name
 from .runs import RowInfo, RowRun, StudyRuns
 from .stats import find_pairs, paired_test, per_image
 
@@ -405,7 +406,7 @@ def fig_masks(study: StudyRuns, folder: Path, models: Models | None = None, max_
     if models is not None:
         try:
             for p in models.data.val:
-                noisy[p.name.replace("/", "_")] = p.noisy
+                noisy[artifact_name(p.name)] = p.noisy  # the name the MTL trainer logged it under
         except Skip as e:
             notes.append(f"noisy inputs not shown: {e}")
     ncol = 1 + max(len(f) for *_, f in panels)
@@ -418,6 +419,8 @@ def fig_masks(study: StudyRuns, folder: Path, models: Models | None = None, max_
             _off(ax_row[0])
         else:
             _off(ax_row[0], "noisy input\nnot available")
+            if noisy:
+                notes.append(f"noisy input of {image} not found among the validation images")
         ax_row[0].set_ylabel(f"{g}\n{image}", fontsize=6)
         ax_row[0].set_title("noisy input" if i == 0 else "")
         for j, ax in enumerate(ax_row[1:]):

@@ -26,10 +26,10 @@ class TrainContext:
     resume: dict | None = None  # the interrupted stage's last in-stage checkpoint, if any
     _last_save: float = field(default_factory=time.monotonic)
 
-    def checkpoint(self, epoch: int, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer],
-                   last: bool = False, **extra) -> None:
+    def checkpoint(self, epoch: int, model: torch.nn.Module, stateful: list, last: bool = False, **extra) -> None:
         """Epoch ``epoch`` is done: save all a rerun needs to go on from epoch ``epoch + 1`` —
-        weights, optimizer moments, both RNG streams, history and the trainer's ``extra`` — at most
+        weights, the ``stateful`` objects' ``state_dict()`` (optimizers, LR schedulers), both RNG
+        streams, history and the trainer's ``extra`` — at most
         every ``BENCH_CHECKPOINT_SECONDS`` (default 30) so that small stages do not spend their
         time writing. The stage's final epoch is saved as the stage checkpoint instead."""
         if self.save_state is None or last:
@@ -37,7 +37,7 @@ class TrainContext:
         every = float(os.environ.get("BENCH_CHECKPOINT_SECONDS", "30"))
         if time.monotonic() - self._last_save < every:
             return
-        state = {"epoch": epoch, "model": model.state_dict(), "optimizers": [o.state_dict() for o in optimizers],
+        state = {"epoch": epoch, "model": model.state_dict(), "stateful": [o.state_dict() for o in stateful],
                  "torch_rng": torch.get_rng_state(), "numpy_rng": self.rng.bit_generator.state,
                  "history": list(self.history), "extra": extra}
         if torch.cuda.is_available():
@@ -45,14 +45,14 @@ class TrainContext:
         self.save_state(state)
         self._last_save = time.monotonic()
 
-    def restore(self, model: torch.nn.Module, optimizers: list[torch.optim.Optimizer]) -> tuple[int, dict]:
+    def restore(self, model: torch.nn.Module, stateful: list) -> tuple[int, dict]:
         """Load the interrupted stage's checkpoint, if any; returns (first epoch to run, ``extra``)."""
         s = self.resume
         if s is None:
             return 1, {}
         model.load_state_dict(s["model"])
-        for opt, state in zip(optimizers, s["optimizers"], strict=True):
-            opt.load_state_dict(state)
+        for obj, state in zip(stateful, s["stateful"], strict=True):
+            obj.load_state_dict(state)
         torch.set_rng_state(s["torch_rng"])
         if "cuda_rng" in s and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(s["cuda_rng"])

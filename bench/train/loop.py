@@ -26,13 +26,14 @@ def check_loss(loss: float, where: str, epoch: int) -> None:
 
 def fit(model: torch.nn.Module, step: StepFn, sample: PatchSampler, *, epochs: int, steps_per_epoch: int,
         val_every: int, validate: Callable[[int], dict[str, float]], score_key: str, prefix: str,
-        ctx: TrainContext, optimizers: list[torch.optim.Optimizer]) -> None:
+        ctx: TrainContext, stateful: list) -> None:
     """Run ``epochs × steps_per_epoch`` steps; validate every ``val_every`` epochs and at the end,
     keep the state with the highest ``validate(epoch)[score_key]`` and load it back at the end.
 
-    ``optimizers`` are the ones ``step`` uses: their state goes into the in-stage checkpoints, and
-    an interrupted stage (``ctx.resume``) goes on from the epoch after its last checkpoint."""
-    start, saved = ctx.restore(model, optimizers)
+    ``stateful`` are the optimizers and LR schedulers ``step`` uses: their state goes into the
+    in-stage checkpoints, and an interrupted stage (``ctx.resume``) goes on from the epoch after
+    its last checkpoint."""
+    start, saved = ctx.restore(model, stateful)
     best_score, best_state = saved.get("best_score", float("-inf")), saved.get("best_state")
     with ctx.progress((epochs - start + 1) * steps_per_epoch, prefix) as advance:
         for epoch in range(start, epochs + 1):
@@ -52,6 +53,6 @@ def fit(model: torch.nn.Module, step: StepFn, sample: PatchSampler, *, epochs: i
                     best_score, best_state = val[score_key], copy.deepcopy(model.state_dict())
                     metrics[f"{prefix}/best_epoch"] = epoch
             ctx.record(metrics, epoch)
-            ctx.checkpoint(epoch, model, optimizers, last=epoch == epochs, best_score=best_score,
+            ctx.checkpoint(epoch, model, stateful, last=epoch == epochs, best_score=best_score,
                            best_state=best_state)
     model.load_state_dict(best_state)

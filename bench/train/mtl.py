@@ -5,8 +5,6 @@ official code's selection rule) and the best state is kept.
 """
 from __future__ import annotations
 
-import re
-
 import torch
 
 from methods import Recipe
@@ -16,6 +14,7 @@ from ..config import FinetuneConfig, MetaTestConfig
 from ..data import PatchSampler, Source
 from ..data.base import ImagePair
 from ..evaluate import evaluate, mean_psnr, to_tensor
+from ..tracking import artifact_name
 from .context import TrainContext
 from .loop import fit
 
@@ -26,6 +25,10 @@ def finetune_mtl(model: torch.nn.Module, recipe: Recipe, cfg: FinetuneConfig, mt
     if recipe.aux_loss == "mrl":
         params += list(model.mask_net.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
+    total = cfg.epochs * cfg.steps_per_epoch
+    # The paper keeps β constant; "cosine" anneals it to 1 % over the run, which steadies short schedules.
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=cfg.lr * 0.01) \
+        if cfg.schedule == "cosine" else None
 
     def step(noisy, clean) -> float:
         loss = mtl_loss(model, noisy, clean, steps=cfg.steps, inner_lr=cfg.inner_lr, lambda_in=cfg.lambda_in,
@@ -34,6 +37,8 @@ def finetune_mtl(model: torch.nn.Module, recipe: Recipe, cfg: FinetuneConfig, mt
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
         return loss.item()
 
     def validate(epoch: int) -> dict[str, float]:
@@ -41,11 +46,10 @@ def finetune_mtl(model: torch.nn.Module, recipe: Recipe, cfg: FinetuneConfig, mt
             with torch.no_grad():
                 for pair in val[: cfg.mask_images]:
                     mask = model.mask_net(to_tensor(pair.noisy, ctx.device))[0, 0].cpu().numpy()
-                    safe = re.sub(r"[^\w.-]", "_", pair.name)  # '#' or '/' would break artifact URIs
-                    ctx.image(mask, f"masks/{safe}/epoch_{epoch:04d}.png")
+                    ctx.image(mask, f"masks/{artifact_name(pair.name)}/epoch_{epoch:04d}.png")
         return {"val_psnr": mean_psnr(evaluate(model, recipe, val, mt, recipe.metatest, ctx.device)),
                 "val_psnr_no_metatest": mean_psnr(evaluate(model, recipe, val, mt, False, ctx.device))}
 
     fit(model, step, PatchSampler(source, cfg.patch, cfg.batch, ctx.rng), epochs=cfg.epochs,
         steps_per_epoch=cfg.steps_per_epoch, val_every=cfg.val_every, validate=validate,
-        score_key="val_psnr", prefix="finetune", ctx=ctx, optimizers=[opt])
+        score_key="val_psnr", prefix="finetune", ctx=ctx, stateful=[opt] + ([sched] if sched is not None else []))

@@ -31,8 +31,8 @@ def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source
     opt2 = torch.optim.Adam(mask_net.parameters(), lr=cfg.lr) if meta else None
     sample = PatchSampler(source, cfg.patch, cfg.batch, ctx.rng)
     passes = 2 if meta else 1
-    optimizers = [opt1] + ([opt2] if meta else [])
-    start, _ = ctx.restore(model, optimizers)
+    stateful = [opt1] + ([opt2] if meta else [])
+    start, _ = ctx.restore(model, stateful)
     with ctx.progress((cfg.epochs - start + 1) * cfg.steps_per_epoch * passes,
                       f"pretrain ({recipe.pretrain})") as advance:
         for epoch in range(start, cfg.epochs + 1):
@@ -55,7 +55,7 @@ def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source
                 metrics["pretrain/loss_meta"] = _meta_pass(restorer, mask_net, opt2, sample, cfg, ctx, advance,
                                                            use_mask, lambda_g)
             ctx.record(metrics, epoch)
-            ctx.checkpoint(epoch, model, optimizers, last=epoch == cfg.epochs)
+            ctx.checkpoint(epoch, model, stateful, last=epoch == cfg.epochs)
 
 
 def _meta_pass(restorer, mask_net, opt2, sample, cfg: PretrainConfig, ctx: TrainContext, advance,

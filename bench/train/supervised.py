@@ -30,4 +30,4 @@ def finetune_supervised(model: torch.nn.Module, recipe: Recipe, cfg: SupervisedC
 
     fit(model, step, PatchSampler(source, cfg.patch, cfg.batch, ctx.rng), epochs=cfg.epochs,
         steps_per_epoch=cfg.steps_per_epoch, val_every=cfg.val_every, validate=validate,
-        score_key="val_psnr", prefix="finetune", ctx=ctx, optimizers=[opt])
+        score_key="val_psnr", prefix="finetune", ctx=ctx, stateful=[opt])
