@@ -134,6 +134,7 @@ class StudyRunner:
                                    ("cpu" if device == "auto" else device))
         self.study_name = f"{name}-{preset_name}-{preset.digest()[:8]}"
         self.storage_url = storage
+        self.storage_label = tracking.mask_secret(storage) if storage else f"journal:{home / 'optuna.journal'}"
         tracking.setup(home)  # first: an unreachable tracking server must not leave a new study behind
         self.storage = open_storage(storage, home)
         self._data: DataBundle | None = None
@@ -235,7 +236,7 @@ class StudyRunner:
             resume = None
         with tracking.run(f"{row.name} [seed {seed}]", exp_id, run_id=resume,
                           tags={"row": row.name, "seed": seed, "study": self.study_name,
-                                "optuna_trial": trial.number}) as run:
+                                "optuna_trial": trial.number, "optuna_storage": self.storage_label}) as run:
             trial.set_user_attr("mlflow_run_id", run.id)  # a retry after a kill reopens this run
             run.params({"row": row.name, "method": spec.name, "seed": seed, "metatest": metatest,
                         "row_set": ";".join(row.set), "device": str(self.device), "recipe": spec.recipe.__dict__})

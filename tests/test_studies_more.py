@@ -10,6 +10,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -87,6 +88,11 @@ def _two_workers(tmp_path, *extra):
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert sorted(r.data.tags["row"] for r in parents) == ["A", "B"]  # every row exactly once
     assert all(r.info.status == "FINISHED" for r in runs)
+    for r in runs:  # no credentials in what MLflow keeps (the storage is recorded, masked)
+        assert "s3cret" not in repr(r.data.params) + repr(r.data.tags)
+    for p in parents:
+        assert "s3cret" not in Path(client.download_artifacts(p.info.run_id, "config.json", str(tmp_path))).read_text()
+    assert "s3cret" not in proc.stdout + proc.stderr
     return proc.stdout
 
 
@@ -125,7 +131,8 @@ def postgres_url():
     try:
         with psycopg.connect(f"host=127.0.0.1 port={port} user=bench dbname=postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE optuna")
-        yield f"postgresql+psycopg://bench@127.0.0.1:{port}/optuna"
+        # trust authentication ignores the password; it is there to check that it never reaches a log
+        yield f"postgresql+psycopg://bench:s3cret-pw@127.0.0.1:{port}/optuna"
     finally:
         subprocess.run([*as_user, pg_ctl, "-D", str(data), "-m", "fast", "stop"], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
@@ -133,7 +140,12 @@ def postgres_url():
 
 @pytest.mark.slow
 def test_two_workers_share_a_postgresql_study(tmp_path, postgres_url):
-    _two_workers(tmp_path, "--storage", postgres_url)
+    out = _two_workers(tmp_path, "--storage", postgres_url)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'home' / 'mlflow.db'}")
+    tags = [r.data.tags.get("optuna_storage", "") for e in client.search_experiments()
+            for r in client.search_runs([e.experiment_id]) if "mlflow.parentRunId" not in r.data.tags]
+    assert tags and all(t.startswith("postgresql+psycopg://bench:***@127.0.0.1:") for t in tags), tags
+    assert "s3cret" not in out
     storage = optuna.storages.RDBStorage(postgres_url)
     (summary,) = optuna.get_all_study_summaries(storage)
     trials = optuna.load_study(study_name=summary.study_name, storage=storage).trials
@@ -159,3 +171,50 @@ def test_a_diverging_row_fails_and_the_others_finish(tmp_path, capsys):
                if "mlflow.parentRunId" not in r.data.tags}
     assert parents["A"].info.status == "FINISHED"
     assert parents["B"].info.status == "FAILED" and "DivergenceError" in parents["B"].data.tags["error"]
+
+
+def test_a_nan_injected_into_one_row_fails_it_and_a_rerun_does_not_retry_it(tmp_path, capsys, monkeypatch):
+    import bench.train.mtl as mtl
+
+    real = mtl.mtl_loss
+
+    def poisoned(model, noisy, clean, **kw):  # row B is the one with λ_in = 9: its loss turns NaN
+        loss = real(model, noisy, clean, **kw)
+        return loss * float("nan") if kw["lambda_in"] == 9 else loss
+
+    monkeypatch.setattr(mtl, "mtl_loss", poisoned)
+    study = tmp_path / "nanrow.yaml"
+    study.write_text("title: t\nrows:\n  - {name: A, method: ours}\n"
+                     "  - {name: B, method: ours, set: ['finetune.lambda_in=9']}\n  - {name: C, method: ridnet}\n")
+    args = ["run", str(study), "--preset", "smoke", "--home", str(tmp_path), "--quiet"]
+    with pytest.raises(SystemExit) as exc:
+        main(args)
+    assert exc.value.code == 1
+    out = capsys.readouterr().out
+    assert "failed: finetune: loss nan at epoch 1" in out
+    trials = {t.params["row"]: t for t in _trials(tmp_path, "nanrow-")}
+    assert {r: t.state.name for r, t in trials.items()} == {"A": "COMPLETE", "B": "FAIL", "C": "COMPLETE"}
+    assert "non-finite" in trials["B"].user_attrs["error"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (exp,) = [e for e in client.search_experiments() if e.name.startswith("nanrow-")]
+    runs = client.search_runs([exp.experiment_id])
+    parents = {r.data.tags["row"]: r for r in runs if "mlflow.parentRunId" not in r.data.tags}
+    assert parents["B"].info.status == "FAILED" and "loss nan" in parents["B"].data.tags["error"]
+    assert parents["A"].info.status == parents["C"].info.status == "FINISHED"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
+    with pytest.raises(SystemExit):  # the same command again: B would diverge again, so it is not retried
+        main(args)
+    assert capsys.readouterr().out.count("failed: finetune: loss nan") == 1
+    assert len(_trials(tmp_path, "nanrow-")) == 3
+
+
+def test_a_nan_gradient_is_caught_at_the_end_of_its_epoch():
+    from bench.errors import DivergenceError
+    from bench.train.loop import check_weights
+
+    model = torch.nn.Linear(2, 2)
+    check_weights(model, "finetune", 1)
+    with torch.no_grad():
+        model.weight[0, 0] = float("nan")
+    with pytest.raises(DivergenceError, match=r"finetune: non-finite weights \(weight\) after epoch 3"):
+        check_weights(model, "finetune", 3)

@@ -24,6 +24,14 @@ def check_loss(loss: float, where: str, epoch: int) -> None:
                               f"lower the learning rate or λ")
 
 
+def check_weights(model: torch.nn.Module, where: str, epoch: int) -> None:
+    """Raise DivergenceError if a weight went non-finite (a NaN/inf gradient the loss has not shown yet)."""
+    bad = next((name for name, p in model.named_parameters() if not torch.isfinite(p).all()), None)
+    if bad is not None:
+        raise DivergenceError(f"{where}: non-finite weights ({bad}) after epoch {epoch} (a NaN/inf gradient); "
+                              f"lower the learning rate or λ")
+
+
 def fit(model: torch.nn.Module, step: StepFn, sample: PatchSampler, *, epochs: int, steps_per_epoch: int,
         val_every: int, validate: Callable[[int], dict[str, float]], score_key: str, prefix: str,
         ctx: TrainContext, stateful: list) -> None:
@@ -44,6 +52,7 @@ def fit(model: torch.nn.Module, step: StepFn, sample: PatchSampler, *, epochs: i
                 check_loss(loss, prefix, epoch)
                 total += loss
                 advance(loss=loss)
+            check_weights(model, prefix, epoch)
             metrics = {f"{prefix}/loss": total / steps_per_epoch}
             if epoch % val_every == 0 or epoch == epochs:
                 val = validate(epoch)

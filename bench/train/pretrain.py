@@ -15,7 +15,7 @@ from ..config import PretrainConfig
 from ..data import PatchSampler, Source
 from ..losses import aux_loss, gradient_loss, l1
 from .context import TrainContext
-from .loop import check_loss
+from .loop import check_loss, check_weights
 
 
 def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source: Source,
@@ -54,6 +54,7 @@ def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source
             if meta:
                 metrics["pretrain/loss_meta"] = _meta_pass(restorer, mask_net, opt2, sample, cfg, ctx, advance,
                                                            use_mask, lambda_g)
+            check_weights(model, "pretrain", epoch)
             ctx.record(metrics, epoch)
             ctx.checkpoint(epoch, model, stateful, last=epoch == cfg.epochs)
 
