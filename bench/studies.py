@@ -26,7 +26,7 @@ from .data import DataBundle, load_data
 from .errors import BenchError, ConfigError, DivergenceError
 from .evaluate import noisy_rows
 from .pipeline import FINETUNERS, StageCache, resolve_method, run_row
-from .trialqueue import TrialQueue, trial_params
+from .trialqueue import TrialQueue
 from .workers import run_workers
 
 State = optuna.trial.TrialState
@@ -159,20 +159,13 @@ class StudyRunner:
     def wanted(self) -> list[dict]:
         return [{"row": r.name, "seed": s} for r in self.spec.rows for s in self.seeds]
 
-    def pending(self, study: optuna.Study) -> list[dict]:
-        """The row × seed trials not yet complete (nor queued, running, or failed for good)."""
-        done = {(p.get("row"), p.get("seed")) for t in study.get_trials(deepcopy=False)
-                if t.state in (State.COMPLETE, State.WAITING, State.RUNNING) or _settled(t)
-                for p in [trial_params(t)]}
-        return [w for w in self.wanted() if (w["row"], w["seed"]) not in done]
-
     def run(self, workers: int = 1) -> list[optuna.trial.FrozenTrial]:
         """Run the missing row × seed trials, in ``workers`` processes, and wait for those that
         another command runs on the same storage; returns the complete trials."""
         self._check_patches()  # loads (and validates) the data before any study, run or trial is created
         StageCache(self.home / "cache")  # writable
-        study = self._study()
-        if self.pending(study) or TrialQueue(study, self.home / "locks").busy(self.wanted()):
+        queue = TrialQueue(self._study(), self.home / "locks")
+        if queue.missing(self.wanted(), _settled) or queue.busy(self.wanted()):
             tracking.experiment(self.study_name, self.home)
             run_workers(self._work, workers)
         return [t for t in self._study().get_trials(deepcopy=False) if t.state == State.COMPLETE]

@@ -81,24 +81,25 @@ class TrialQueue:
                 dead.append(t.number)
         return dead
 
+    def missing(self, wanted: list[dict], settled: Callable[[optuna.trial.FrozenTrial], bool]) -> list[dict]:
+        """Those of ``wanted`` with no trial waiting, running, complete or ``settled``."""
+        taken = {_key(trial_params(t)) for t in self.study.get_trials(deepcopy=False)
+                 if t.state in (State.WAITING, State.RUNNING, State.COMPLETE) or settled(t)}
+        return [p for p in wanted if _key(p) not in taken]
+
     def enqueue(self, wanted: list[dict], settled: Callable[[optuna.trial.FrozenTrial], bool]) -> int:
-        """Queue each of ``wanted`` that has no trial waiting, running, complete or ``settled``.
+        """Queue each of ``wanted`` that is ``missing``; returns how many were queued.
 
         A row that failed before (its process died, or was interrupted) is queued with the MLflow
         run of its last attempt, which the trial reopens and carries on in (``resume_run``).
         """
+        todo = self.missing(wanted, settled)
         trials = self.study.get_trials(deepcopy=False)
-        taken = {_key(trial_params(t)) for t in trials
-                 if t.state in (State.WAITING, State.RUNNING, State.COMPLETE) or settled(t)}
-        queued = 0
-        for params in wanted:
-            if _key(params) in taken:
-                continue
+        for params in todo:
             earlier = [t for t in trials if _key(trial_params(t)) == _key(params) and "mlflow_run_id" in t.user_attrs]
             attrs = {"resume_run": earlier[-1].user_attrs["mlflow_run_id"]} if earlier else {}
             self.study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
-            queued += 1
-        return queued
+        return len(todo)
 
     def claim(self) -> tuple[optuna.Trial, IO] | None:
         """Take the oldest queued trial; returns it with its held lock file, or None if none waits.
