@@ -55,8 +55,13 @@ class StageCache:
             raise BenchError(f"{root}: the checkpoint cache cannot be written ({e.strerror or e}); "
                              f"free space or point --home at a writable folder") from None
 
-    def path(self, stage: str, key: str) -> Path:
-        return self.root / f"{stage}-{key}.pt"
+    def path(self, stage: str, key: str, partial: bool = False) -> Path:
+        """The stage checkpoint, or (``partial``) the in-stage one of a stage still being trained."""
+        return self.root / f"{stage}-{key}{'.partial' if partial else ''}.pt"
+
+    def has(self, stage: str, key: str) -> bool:
+        """Whether the stage is trained, or partly trained, on disk."""
+        return self.path(stage, key).exists() or self.path(stage, key, partial=True).exists()
 
     @contextmanager
     def lock(self, stage: str, key: str) -> Iterator[None]:
@@ -68,12 +73,8 @@ class StageCache:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def partial_path(self, stage: str, key: str) -> Path:
-        """The in-stage checkpoint of a stage still being trained (see ``TrainContext.checkpoint``)."""
-        return self.root / f"{stage}-{key}.partial.pt"
-
     def load(self, stage: str, key: str, partial: bool = False) -> dict | None:
-        path = self.partial_path(stage, key) if partial else self.path(stage, key)
+        path = self.path(stage, key, partial)
         if not path.exists():
             return None
         try:
@@ -83,7 +84,7 @@ class StageCache:
                              f"delete it to train that stage again") from None
 
     def save(self, stage: str, key: str, payload: dict, partial: bool = False) -> Path:
-        path = self.partial_path(stage, key) if partial else self.path(stage, key)
+        path = self.path(stage, key, partial)
         tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
         try:
             torch.save(payload, tmp)
@@ -93,7 +94,7 @@ class StageCache:
             raise BenchError(f"{path}: cannot write the checkpoint ({e.strerror or e}); "
                              f"free space or point --home at a writable folder") from None
         if not partial:
-            self.partial_path(stage, key).unlink(missing_ok=True)
+            self.path(stage, key, partial=True).unlink(missing_ok=True)
         return path
 
 
@@ -115,8 +116,8 @@ def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, 
             model.load_state_dict(cached["model"])  # this row's run already records the stage
             return key
         run_id = resume["run_id"] if resume is not None else None
-        for r in earlier:
-            if r.info.run_id != run_id:
+        for r in earlier:  # left RUNNING by a killed process and not resumed: end it
+            if r.info.run_id != run_id and r.info.status == "RUNNING":
                 tracking.end_orphan(r.info.run_id)
         tags = {"stage": name, "stage_key": key}
         if resume is not None:
@@ -171,9 +172,7 @@ def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, 
         stages.append(("finetune", payload,
                        lambda ctx: finetune(model, recipe, cfg, preset.metatest, data.train, data.val, ctx)))
     # A cached later stage makes the earlier ones unnecessary: start from the last one on disk.
-    first = max((i for i, (name, p, _) in enumerate(stages)
-                 if cache.path(name, stable_hash(p)).exists() or cache.partial_path(name, stable_hash(p)).exists()),
-                default=0)
+    first = max((i for i, (name, p, _) in enumerate(stages) if cache.has(name, stable_hash(p))), default=0)
     for name, p, train in stages[first:]:
         _stage(name, p, model, cache, exp_id, train, device, seed, quiet, on_validate if name == "finetune" else None)
     last_name, last_payload, _ = stages[-1]

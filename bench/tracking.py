@@ -170,8 +170,7 @@ def run(name: str, experiment_id: str | None = None, nested: bool = False,
         active = mlflow.start_run(run_id=run_id, nested=nested)
         if "error" in active.data.tags:  # the reason it stopped last time no longer holds
             MlflowClient().delete_tag(run_id, "error")
-        for k, v in (tags or {}).items():
-            MlflowClient().set_tag(run_id, k, str(v))
+        Run(active).tags(tags or {})
     else:
         active = mlflow.start_run(run_name=name, experiment_id=experiment_id, nested=nested,
                                   tags={k: str(v) for k, v in (tags or {}).items()})
@@ -203,8 +202,7 @@ def child_runs(parent_id: str, experiment_id: str, stage_key: str) -> list[mlflo
 
 
 def end_orphan(run_id: str) -> None:
-    """Mark a run that a killed process left RUNNING as KILLED (it will not be resumed)."""
+    """End a run that a killed process left RUNNING as KILLED (it will not be resumed)."""
     client = MlflowClient()
-    if client.get_run(run_id).info.status == "RUNNING":
-        client.set_tag(run_id, "error", "the process running it died; superseded by a later run")
-        client.set_terminated(run_id, "KILLED")
+    client.set_tag(run_id, "error", "the process running it died; superseded by a later run")
+    client.set_terminated(run_id, "KILLED")
