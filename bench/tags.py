@@ -1,0 +1,18 @@
+"""The MLflow tag keys the harness writes and reads: one list, so writers and readers agree."""
+from __future__ import annotations
+
+ROW = "row"  # a parent run's study row
+SEED = "seed"
+STUDY = "study"  # the experiment name, a ``StudyName``
+OPTUNA_TRIAL = "optuna_trial"
+OPTUNA_STORAGE = "optuna_storage"  # the storage URL, password masked
+ERROR = "error"  # why a run ended FAILED or KILLED
+STAGE = "stage"  # a nested stage run: pretrain | finetune | …
+STAGE_KEY = "stage_key"  # the hash that names a stage's cached checkpoint
+REUSED = "reused"  # "true" when a stage run loaded the cache instead of training
+TRAINED_IN_RUN = "trained_in_run"  # the stage run that trained a reused checkpoint
+RESUMED_FROM_EPOCH = "resumed_from_epoch"
+CHECKPOINT = "checkpoint"  # a row run's checkpoint file
+CHECKPOINT_RUN = "checkpoint_run"  # the stage run that logged that checkpoint
+REPORT = "bench_report"  # runs written by `bench report`
+PARENT = "mlflow.parentRunId"  # MLflow's own
