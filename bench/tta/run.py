@@ -1,0 +1,267 @@
+"""One code path for every adaptation entry: ``adapt_image(entry, model, noisy, clean=None)``.
+
+The learned families (heads, all weights, input offset, fresh zero-shot network) all run
+``bench.tta.steps.run_steps`` on a parameter dict through ``torch.func.functional_call``, so the
+model's own weights are never written. For the multi-task networks the body features (when only
+the heads move) and the mask are computed once per image, frozen, as ``bench.adapt`` does. The
+classical family runs NLM; ``none`` is the plain forward pass.
+
+Diagnostics per step (the loss, the output change, and with the clean image the float PSNR and the
+gradient alignment) cost extra forward passes; their time is measured and left out of ``seconds``,
+which is the adaptation's own wall time (``seconds_total`` includes them).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad
+
+from ..adapt import inner_parameters
+from ..losses import aux_loss, l1
+from ..perf.measure import MemoryProbe, sync
+from .classical import nlm_denoise
+from .registry import Adaptation, check_pairing
+from .steps import Params, run_steps
+from .zsn2n import zero_shot_net, zsn2n_loss
+
+
+@dataclass
+class AdaptResult:
+    """What one adaptation of one image produced and cost.
+
+    losses       the entry's own loss at θ0 … θK (empty for entries that do not learn)
+    delta_grey   mean |pred(θt+1) − pred(θt)| × 255 for t = 0 … K−1 (grey levels)
+    psnr         float PSNR (output clamped to [0, 1], not quantized) of pred(θ0) … pred(θK); one value
+                 for entries that do not learn; empty without ``clean``
+    alignment    cos(∇L_self, ∇L_pri) over the adapted parameters at θ0 (needs ``clean``)
+    seconds      wall time of the adaptation and its prediction, diagnostics excluded
+    peak_mib     CUDA: peak allocated minus allocated before; CPU: growth of the process's RSS peak
+                 (VmHWM); None where it cannot be measured
+    trajectory   (K+1, 1, 3, H, W) predictions of every iterate, with ``trajectory=True``
+    """
+
+    prediction: Tensor
+    updates: int
+    losses: list[float] = field(default_factory=list)
+    delta_grey: list[float] = field(default_factory=list)
+    psnr: list[float] = field(default_factory=list)
+    alignment: float | None = None
+    seconds: float = 0.0
+    seconds_total: float = 0.0
+    peak_mib: float | None = None
+    memory_kind: str = ""
+    trajectory: Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def float_psnr(pred: Tensor, clean: Tensor) -> float:
+    """PSNR in dB of one image, output clamped to [0, 1] and not quantized (data range 1)."""
+    mse = (pred.detach().double().clamp(0, 1) - clean.detach().double()).pow(2).mean().item()
+    return math.inf if mse == 0 else -10.0 * math.log10(mse)
+
+
+def _first(out: Tensor | tuple[Tensor, ...]) -> Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _cosine(a: Params, b: Params) -> float:
+    dot = sum((a[k].double() * b[k].double()).sum() for k in a)
+    na = math.sqrt(sum(a[k].double().pow(2).sum() for k in a))
+    nb = math.sqrt(sum(b[k].double().pow(2).sum() for k in b))
+    return float(dot / (na * nb)) if na > 0 and nb > 0 else math.nan
+
+
+class _Problem:
+    """The parameters an entry moves, its prediction, its own loss and L_pri, as functions of a dict."""
+
+    def __init__(self, entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor | None, seed: int):
+        self.entry, self.noisy, self.clean = entry, noisy, clean
+        self.restorer = getattr(model, "restorer", model)
+        self.features: Tensor | None = None
+        self.mask: Tensor | None = None
+        self.net: nn.Module | None = None
+        if entry.moves == "heads":
+            self.params = {k: p.detach() for k, p in inner_parameters(self.restorer, "heads").items()}
+            self.features = self.restorer.body(noisy)  # frozen: computed once (the caller holds no_grad)
+        elif entry.moves == "all":
+            self.params = {k: p.detach() for k, p in self.restorer.named_parameters()}
+        elif entry.moves == "offset":
+            self.params = {"offset": torch.zeros_like(noisy)}
+        elif entry.moves == "fresh":
+            self.net = zero_shot_net(seed, noisy.device, noisy.dtype)
+            self.params = {k: p.detach() for k, p in self.net.named_parameters()}
+        else:
+            raise ValueError(f"adaptation {entry.name!r} ({entry.moves}) does not learn")
+        if entry.loss == "aux-mask":
+            mask = model.mask_net(noisy)
+            t = entry.mask_threshold
+            self.mask = mask if t is None else (mask > t).to(mask.dtype)
+
+    def input(self, p: Params) -> Tensor:
+        return self.noisy + torch.tanh(p["offset"]) if self.entry.moves == "offset" else self.noisy
+
+    def denoise(self, p: Params, x: Tensor) -> Tensor:
+        """The denoiser with parameters ``p`` on any input ``x`` (no cached features)."""
+        if self.net is not None:
+            return x - functional_call(self.net, p, (x,))
+        if self.entry.moves == "offset":
+            return _first(self.restorer(x))
+        return _first(functional_call(self.restorer, p, (x,)))
+
+    def restore(self, p: Params) -> Tensor | tuple[Tensor, Tensor]:
+        """The restorer's output on this image (body features reused when only the heads move)."""
+        if self.features is not None:
+            return functional_call(self.restorer, p, (self.noisy,), {"features": self.features})
+        return functional_call(self.restorer, p, (self.noisy,))
+
+    def predict(self, p: Params) -> Tensor:
+        if self.entry.moves in ("heads", "all"):
+            return _first(self.restore(p))
+        return self.denoise(p, self.input(p))
+
+    def pri_loss(self, p: Params) -> Tensor:
+        if self.clean is None:
+            raise ValueError("L_pri needs the clean image")
+        return l1(self.predict(p), self.clean)
+
+    def self_loss(self, p: Params) -> Tensor:
+        loss = self.entry.loss
+        if loss in ("aux-mask", "aux-rec"):
+            return aux_loss(self.restore(p)[1], self.noisy, self.mask)
+        if loss == "zs-n2n":
+            return zsn2n_loss(lambda x: self.denoise(p, x), self.input(p))
+        if loss == "oracle":
+            return self.pri_loss(p)
+        raise ValueError(f"adaptation {self.entry.name!r}: no loss {loss!r}")
+
+
+class _Clock:
+    """Wall time of the whole call and, separately, of the diagnostic blocks inside it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.diag = device, 0.0
+
+    def __enter__(self) -> "_Clock":
+        sync(self.device)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sync(self.device)
+        self.total = time.perf_counter() - self.start
+
+    def diagnostic(self, fn: Callable[[], Any]) -> Any:
+        sync(self.device)
+        t0 = time.perf_counter()
+        out = fn()
+        sync(self.device)
+        self.diag += time.perf_counter() - t0
+        return out
+
+
+def adapt_image(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor | None = None, *,
+                trajectory: bool = False, diagnostics: bool = True, seed: int = 0) -> AdaptResult:
+    """Adapt to one noisy image (1, 3, H, W) as ``entry`` says and predict it.
+
+    ``clean`` (evaluation only) adds the float PSNR per step and the gradient alignment at step 0;
+    the oracle entry needs it. ``diagnostics=False`` skips the per-step output change and PSNR
+    (the losses are free and always kept). ``seed`` initialises the zero-shot network. The model's
+    parameters and buffers are never modified.
+    """
+    if noisy.dim() != 4 or noisy.shape[0] != 1:
+        raise ValueError(f"adapt_image takes one image (1, C, H, W), got shape {tuple(noisy.shape)}")
+    check_pairing(entry, model)
+    if entry.loss == "oracle" and clean is None:
+        raise ValueError(f"adaptation {entry.name!r} steps on the clean image: pass clean")
+    probe = MemoryProbe(noisy.device)
+    with probe, _Clock(noisy.device) as clock, torch.no_grad():
+        if entry.learns:
+            result = _learned(entry, model, noisy, clean, clock, trajectory, diagnostics, seed)
+        elif entry.moves == "classical":
+            result = _classical(entry, noisy)
+        else:
+            result = AdaptResult(prediction=model(noisy), updates=0)
+        if not entry.learns:
+            if clean is not None:
+                result.psnr = [clock.diagnostic(lambda: float_psnr(result.prediction, clean))]
+            if trajectory:
+                result.trajectory = result.prediction[None]
+    result.seconds_total = clock.total
+    result.seconds = clock.total - clock.diag
+    result.peak_mib = probe.over
+    result.memory_kind = ("cuda-allocated" if noisy.device.type == "cuda" else "rss-peak-growth") \
+        if probe.over is not None else "unavailable"
+    return result
+
+
+def _classical(entry: Adaptation, noisy: Tensor) -> AdaptResult:
+    image = noisy[0].permute(1, 2, 0).double().cpu().numpy()
+    out, sigma = nlm_denoise(image, **entry.options)
+    pred = torch.from_numpy(out).permute(2, 0, 1)[None].to(device=noisy.device, dtype=noisy.dtype)
+    return AdaptResult(prediction=pred, updates=0, extra={"sigma": sigma, **entry.options})
+
+
+def _learned(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor | None, clock: _Clock,
+             trajectory: bool, diagnostics: bool, seed: int) -> AdaptResult:
+    problem = _Problem(entry, model, noisy, clean, seed)
+    k = entry.steps
+    before_last = entry.predict_after == "before-last" and k > 0
+    want_preds = diagnostics or trajectory
+    losses: list[Tensor] = []
+    preds: list[Tensor] = []
+    chosen: list[Tensor] = []
+    alignment: list[float] = []
+
+    def see(t: int, p: Params) -> None:
+        """The prediction of iterate t: real work when it is the reported one, else a diagnostic."""
+        if before_last and t == k - 1:
+            pred = problem.predict(p)
+            chosen.append(pred)
+        elif want_preds:
+            pred = clock.diagnostic(lambda: problem.predict(p))
+        else:
+            return
+        if want_preds:
+            preds.append(pred)
+
+    def align(p: Params, g_self: Params) -> None:
+        g_pri = grad(problem.pri_loss)(p)
+        alignment.append(_cosine(g_self, {n: g.detach() for n, g in g_pri.items()}))
+
+    def on_step(t: int, p: Params, value: Tensor, g: Params) -> None:
+        losses.append(value)
+        if t == 0 and clean is not None:
+            clock.diagnostic(lambda: align(p, g))
+        see(t, p)
+
+    last = run_steps(problem.self_loss, problem.params, steps=k, lr=entry.lr, optimizer=entry.optimizer,
+                     on_step=on_step, halve_lr_at=entry.halve_lr_at, keep="last")[0]
+    if k == 0 and clean is not None:
+        clock.diagnostic(lambda: align(last, {n: g.detach() for n, g in grad(problem.self_loss)(last).items()}))
+    if before_last:
+        prediction = chosen[0]
+        if want_preds:
+            preds.append(clock.diagnostic(lambda: problem.predict(last)))
+    else:
+        prediction = problem.predict(last)
+        if want_preds:
+            preds.append(prediction)
+    losses.append(clock.diagnostic(lambda: problem.self_loss(last)))
+
+    def summarise() -> dict[str, Any]:
+        out: dict[str, Any] = {"losses": [float(v) for v in losses]}
+        if diagnostics:
+            out["delta_grey"] = [float((b - a).abs().mean()) * 255 for a, b in zip(preds, preds[1:])]
+            if clean is not None:
+                out["psnr"] = [float_psnr(x, clean) for x in preds]
+        return out
+
+    summary = clock.diagnostic(summarise)
+    return AdaptResult(prediction=prediction, updates=entry.updates_behind_prediction,
+                       alignment=alignment[0] if alignment else None,
+                       trajectory=torch.stack(preds) if trajectory else None, **summary)
