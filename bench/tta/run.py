@@ -43,6 +43,8 @@ class AdaptResult:
     peak_mib     CUDA: peak allocated minus allocated before; CPU: growth of the process's RSS peak
                  (VmHWM); None where it cannot be measured
     trajectory   (K+1, 1, 3, H, W) predictions of every iterate, with ``trajectory=True``
+    moved        the names of the parameters the adaptation updated (restorer-relative for heads/all,
+                 ``offset`` for LAN, the zero-shot network's own names for fresh)
     """
 
     prediction: Tensor
@@ -56,6 +58,7 @@ class AdaptResult:
     peak_mib: float | None = None
     memory_kind: str = ""
     trajectory: Tensor | None = None
+    moved: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -264,4 +267,5 @@ def _learned(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor |
     summary = clock.diagnostic(summarise)
     return AdaptResult(prediction=prediction, updates=entry.updates_behind_prediction,
                        alignment=alignment[0] if alignment else None,
-                       trajectory=torch.stack(preds) if trajectory else None, **summary)
+                       trajectory=torch.stack(preds) if trajectory else None, moved=list(problem.params),
+                       **summary)
