@@ -154,3 +154,12 @@ def test_zero_steps_predict_the_starting_point(ours, image):
     with torch.no_grad():
         assert torch.equal(r.prediction, ours(noisy))
     assert r.updates == 0 and len(r.losses) == 1 and r.delta_grey == [] and r.alignment is not None
+
+
+def test_diagnostics_off_gives_the_same_prediction(ours, image):
+    noisy, clean = image
+    for name in ("official", "lan-offset"):
+        on = adapt_image(entry(name), ours, noisy, clean)
+        off = adapt_image(entry(name), ours, noisy, clean, diagnostics=False)
+        assert torch.equal(on.prediction, off.prediction) and on.losses == off.losses
+        assert off.delta_grey == [] and off.psnr == [] and off.trajectory is None

@@ -16,6 +16,7 @@ mask_threshold None = the soft mask (Alg. 3 as printed); 0.5 = mask > 0.5 (the o
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
@@ -197,17 +198,23 @@ def describe() -> list[dict[str, Any]]:
     return [e.describe() for e in REGISTRY.values()]
 
 
-def _model_of(method: str | nn.Module) -> tuple[str, nn.Module]:
-    if isinstance(method, nn.Module):
-        return type(method).__name__, method
+@functools.lru_cache(maxsize=None)
+def _structure(method: str) -> nn.Module:
+    """A registered method's network on the meta device: its structure only, no memory."""
     import methods
 
     try:
         spec = methods.get(method)
     except KeyError as e:
         raise ConfigError(e.args[0]) from None
-    with torch.device("meta"):  # the structure only: no memory, no initialisation cost
-        return method, spec.create()
+    with torch.device("meta"):
+        return spec.create()
+
+
+def _model_of(method: str | nn.Module) -> tuple[str, nn.Module]:
+    if isinstance(method, nn.Module):
+        return type(method).__name__, method
+    return method, _structure(method)
 
 
 def _capabilities(model: nn.Module) -> set[str]:

@@ -12,6 +12,7 @@ which is the adaptation's own wall time (``seconds_total`` includes them).
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -167,6 +168,13 @@ class _Clock:
         return out
 
 
+@functools.cache
+def _warm_up() -> None:
+    """torch.func's first ``grad`` imports torch._dynamo and sympy (seconds, once per process): done
+    before any clock starts, so the first image's measured time is the adaptation's own."""
+    grad(lambda x: (x * x).sum())(torch.ones(1))
+
+
 def adapt_image(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor | None = None, *,
                 trajectory: bool = False, diagnostics: bool = True, seed: int = 0) -> AdaptResult:
     """Adapt to one noisy image (1, 3, H, W) as ``entry`` says and predict it.
@@ -181,6 +189,8 @@ def adapt_image(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tenso
     check_pairing(entry, model)
     if entry.loss == "oracle" and clean is None:
         raise ValueError(f"adaptation {entry.name!r} steps on the clean image: pass clean")
+    if entry.learns:
+        _warm_up()
     probe = MemoryProbe(noisy.device)
     with probe, _Clock(noisy.device) as clock, torch.no_grad():
         if entry.learns:
@@ -216,21 +226,34 @@ def _learned(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor |
     before_last = entry.predict_after == "before-last" and k > 0
     want_preds = diagnostics or trajectory
     losses: list[Tensor] = []
-    preds: list[Tensor] = []
+    deltas: list[float] = []
+    psnrs: list[float] = []
+    kept: list[Tensor] = []  # every iterate's prediction, only with trajectory=True
+    previous: list[Tensor] = []  # the last iterate's prediction (for the output change)
     chosen: list[Tensor] = []
     alignment: list[float] = []
 
-    def see(t: int, p: Params) -> None:
-        """The prediction of iterate t: real work when it is the reported one, else a diagnostic."""
-        if before_last and t == k - 1:
+    def record(pred: Tensor) -> None:
+        """Per-iterate diagnostics, computed on the fly so that long runs hold one prediction."""
+        if diagnostics:
+            if previous:
+                deltas.append(float((pred - previous.pop()).abs().mean()) * 255)
+            previous.append(pred)
+            if clean is not None:
+                psnrs.append(float_psnr(pred, clean))
+        if trajectory:
+            kept.append(pred)
+
+    def see(p: Params, reported: bool) -> Tensor | None:
+        """An iterate's prediction: real work when it is the reported one, else a diagnostic."""
+        if reported:
             pred = problem.predict(p)
-            chosen.append(pred)
-        elif want_preds:
-            pred = clock.diagnostic(lambda: problem.predict(p))
-        else:
-            return
+            if want_preds:
+                clock.diagnostic(lambda: record(pred))
+            return pred
         if want_preds:
-            preds.append(pred)
+            clock.diagnostic(lambda: record(problem.predict(p)))
+        return None
 
     def align(p: Params, g_self: Params) -> None:
         g_pri = grad(problem.pri_loss)(p)
@@ -240,32 +263,18 @@ def _learned(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor |
         losses.append(value)
         if t == 0 and clean is not None:
             clock.diagnostic(lambda: align(p, g))
-        see(t, p)
+        pred = see(p, reported=before_last and t == k - 1)
+        if pred is not None:
+            chosen.append(pred)
 
     last = run_steps(problem.self_loss, problem.params, steps=k, lr=entry.lr, optimizer=entry.optimizer,
                      on_step=on_step, halve_lr_at=entry.halve_lr_at, keep="last")[0]
     if k == 0 and clean is not None:
         clock.diagnostic(lambda: align(last, {n: g.detach() for n, g in grad(problem.self_loss)(last).items()}))
-    if before_last:
-        prediction = chosen[0]
-        if want_preds:
-            preds.append(clock.diagnostic(lambda: problem.predict(last)))
-    else:
-        prediction = problem.predict(last)
-        if want_preds:
-            preds.append(prediction)
+    final = see(last, reported=not before_last)
+    prediction = chosen[0] if before_last else final
     losses.append(clock.diagnostic(lambda: problem.self_loss(last)))
-
-    def summarise() -> dict[str, Any]:
-        out: dict[str, Any] = {"losses": [float(v) for v in losses]}
-        if diagnostics:
-            out["delta_grey"] = [float((b - a).abs().mean()) * 255 for a, b in zip(preds, preds[1:])]
-            if clean is not None:
-                out["psnr"] = [float_psnr(x, clean) for x in preds]
-        return out
-
-    summary = clock.diagnostic(summarise)
     return AdaptResult(prediction=prediction, updates=entry.updates_behind_prediction,
+                       losses=clock.diagnostic(lambda: [float(v) for v in losses]), delta_grey=deltas, psnr=psnrs,
                        alignment=alignment[0] if alignment else None,
-                       trajectory=torch.stack(preds) if trajectory else None, moved=list(problem.params),
-                       **summary)
+                       trajectory=torch.stack(kept) if trajectory else None, moved=list(problem.params))
