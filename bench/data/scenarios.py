@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError, DataError
 from . import camera, embedded
@@ -125,6 +125,13 @@ class Scenario(_Frozen):
     draws: PositiveInt = 4
     """Independent noise draws per tile."""
 
+    @field_validator("tiles", mode="before")
+    @classmethod
+    def _tiles(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "all":
+            raise ValueError(f"{value!r}: expected 'all' or a positive number of tiles")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> "Scenario":
         for i, spec in enumerate(self.noise):
@@ -157,7 +164,7 @@ def _photos(split: str, names: tuple[str, ...]) -> list[ImagePair]:
 
 def _one_line(err: ValidationError) -> str:
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"])
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
     msg = e["msg"].removeprefix("Value error, ")
     got = "" if e["type"] in ("missing", "value_error") else f" (got {e['input']!r})"
     return (f"{loc}: " if loc else "") + msg + got
