@@ -140,3 +140,41 @@ def test_strong_shift_noise_is_clearly_above_the_training_cameras():
 def test_unknown_split_is_refused():
     with pytest.raises(ConfigError, match="split 'train'"):
         instances(get_scenario("camera-shift"), "train", SEED)
+
+
+# --- the CLI -------------------------------------------------------------------------------------
+
+
+def test_data_preview_draws_a_scenario_and_lists_scenarios_for_unknown_names(tmp_path, capsys):
+    from PIL import Image
+
+    from bench.cli import main
+
+    out = tmp_path / "strong.png"
+    main(["data", "preview", "strong-shift", "--n", "3", "--out", str(out)])
+    with Image.open(out) as im:
+        w, h = im.size
+    assert w > 200 and h > w  # 3 rows of noisy / clean pairs
+    assert f"wrote {out}" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "preview", "nosuch"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "in-distribution, camera-shift, strong-shift" in err and "profiles" in err
+    bad = _user(tmp_path, "bad: {description: x, noise: [{base: sidd-like, shot_range: [-1.0e-3, 1.0e-2]}]}")
+    with pytest.raises(SystemExit) as exc:
+        main(["data", "preview", "bad", "--scenarios", str(bad), "--out", str(tmp_path / "bad.png")])
+    assert exc.value.code == 2 and not (tmp_path / "bad.png").exists()
+    assert "scenario 'bad': noise[0]: camera profile" in capsys.readouterr().err
+
+
+def test_data_scenarios_lists_counts_as_json(tmp_path, capsys):
+    import json
+
+    from bench.cli import main
+
+    mine = _user(tmp_path, "mine: {description: one tile, noise: [nam-like], tiles: 1, draws: 3}")
+    main(["data", "scenarios", "--json", "--scenarios", str(mine)])
+    recs = {r["name"]: r for r in json.loads(capsys.readouterr().out)["scenarios"]}
+    assert recs["strong-shift"]["instances"] == {"val": 64, "test": 72}
+    assert recs["mine"]["instances"] == {"val": 3, "test": 6} and recs["mine"]["cameras"] == ["nam-like"]
