@@ -197,8 +197,9 @@ def scenarios_cmd(strength: bool = typer.Option(False, "--strength", help="Also 
                   title_justify="left")
     cols = ["scenario", "cameras", "val", "test"]
     cols += ["input PSNR dB", "noise std (grey)", "vs noisiest training camera"] if strength else ["description"]
+    numeric = ("val", "test", "input PSNR dB", "noise std (grey)")
     for col in cols:
-        table.add_column(col, justify="right" if col in ("val", "test", "input PSNR dB", "noise std (grey)") else "left")
+        table.add_column(col, justify="right" if col in numeric else "left")
     for rec in records:
         row = [rec["name"], ", ".join(rec["cameras"]), str(rec["instances"]["val"]), str(rec["instances"]["test"])]
         if strength:
@@ -210,8 +211,8 @@ def scenarios_cmd(strength: bool = typer.Option(False, "--strength", help="Also 
         table.add_row(*row)
     for t in training.values():
         n_val, n_test = (str(t.n), "") if split == "val" else ("", str(t.n))
-        table.add_row(f"[dim]{t.label}[/]", ", ".join(t.cameras), n_val, n_test, f"{t.psnr_mean:.2f} ± {t.psnr_sd:.2f}",
-                      f"{t.noise_std:.1f} [{t.noise_std_min:.1f}, {t.noise_std_max:.1f}]", "[dim]reference[/]")
+        table.add_row(f"[dim]{t.label}[/]", ", ".join(t.cameras), n_val, n_test,
+                      f"{t.psnr_mean:.2f} ± {t.psnr_sd:.2f}", f"{t.noise_std:.1f} [{t.noise_std_min:.1f}, {t.noise_std_max:.1f}]", "[dim]reference[/]")
     if strength:
         table.caption = ("noisy input vs clean over each scenario's instances; training cameras on the same tiles, "
                          "draws and random streams")

@@ -48,7 +48,8 @@ def test_instance_count_agrees_with_instances():
 
 
 @pytest.mark.parametrize("body, needle", [
-    ("bad: {description: x, noise: [no-such-camera]}", "scenario 'bad': noise[0]: unknown camera profile 'no-such-camera'"),
+    ("bad: {description: x, noise: [no-such-camera]}",
+     "scenario 'bad': noise[0]: unknown camera profile 'no-such-camera'"),
     ("bad: {description: x, noise: [{base: sidd-like, shot_range: [-1.0e-3, 1.0e-2]}]}",
      "scenario 'bad': noise[0]: camera profile 'sidd-like+shot_range': shot_range (-0.001, 0.01) must satisfy"),
     ("bad: {description: x, noise: [{base: nam-like, cfa: XYZW}]}", "scenario 'bad': noise[0]: camera profile"),
@@ -178,3 +179,11 @@ def test_data_scenarios_lists_counts_as_json(tmp_path, capsys):
     recs = {r["name"]: r for r in json.loads(capsys.readouterr().out)["scenarios"]}
     assert recs["strong-shift"]["instances"] == {"val": 64, "test": 72}
     assert recs["mine"]["instances"] == {"val": 3, "test": 6} and recs["mine"]["cameras"] == ["nam-like"]
+
+
+def test_fingerprint_changes_with_what_decides_the_pixels_only():
+    sc = get_scenario("camera-shift")
+    assert sc.fingerprint() == get_scenario("camera-shift").fingerprint()
+    assert sc.replace(description="other words").fingerprint() == sc.fingerprint()
+    assert sc.replace(draws=5).fingerprint() != sc.fingerprint()
+    assert sc.replace(noise=[{"base": "nam-like", "jpeg_quality": 90}]).fingerprint() != sc.fingerprint()

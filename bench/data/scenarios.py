@@ -37,6 +37,8 @@ NOISE_FIELDS: tuple[str, ...] = (
     "jpeg_quality", "read_jitter", "read_slope", "read_intercept",
 )
 """The camera-profile fields a scenario's noise entry may change (everything but name and description)."""
+INSTANCE_VERSION = 1
+"""Bump when the way instances are cut or seeded changes (part of :meth:`Scenario.fingerprint`)."""
 
 
 class _Frozen(BaseModel):
@@ -151,6 +153,12 @@ class Scenario(_Frozen):
     def camera(self, draw: int) -> camera.CameraProfile:
         """The camera profile of draw ``draw`` (cameras alternate over the draws)."""
         return self.noise[draw % len(self.noise)].profile()
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Everything that decides the scenario's pixels (its fields and the resolved camera profiles),
+        as JSON-able data: hash it to key cached results or tag a run."""
+        return {"scenario": self.model_dump(mode="json", exclude={"description"}),
+                "profiles": [repr(s.profile()) for s in self.noise], "instances": INSTANCE_VERSION}
 
     def replace(self, **changes: Any) -> "Scenario":
         """A copy with some fields changed, validated again (e.g. fewer tiles and draws for a smoke run)."""
