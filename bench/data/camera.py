@@ -171,6 +171,24 @@ _PROFILES: dict[str, CameraProfile] = {
             jpeg_quality=95,
             read_jitter=0.3,
         ),
+        # The strong shift (scenario ``strong-shift``): noise above the whole training range. Shot
+        # noise 1.25x to 2.5x the top of sidd-like's range, more digital gain (a dark scene pushed up),
+        # half sidd-like's chroma NR (so more colour noise), bilinear demosaic on a BGGR sensor no
+        # training camera has (lag-1 autocorrelation ~0.75 against 0.68 / 0.46), then JPEG q80.
+        # Measured in the scenarios' numbers (bench data scenarios --strength, README).
+        CameraProfile(
+            name="lowlight-like",
+            description="low-light smartphone: noise above the training range, BGGR, bilinear, weak chroma NR, JPEG 80",
+            shot_range=(1.5e-2, 3e-2),
+            ccm=((1.90, -0.75, -0.15), (-0.28, 1.65, -0.37), (0.04, -0.64, 1.60)),
+            red_gain=(1.9, 2.5),
+            blue_gain=(1.4, 1.9),
+            digital_gain=(1.1, 1.5),
+            cfa="BGGR",
+            demosaic="bilinear",
+            chroma_nr=1.5,
+            jpeg_quality=80,
+        ),
     )
 }
 
