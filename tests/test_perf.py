@@ -102,10 +102,10 @@ def test_fp32_is_the_default_and_bf16_is_opt_in_on_cpu():
 
 
 def test_fp16_loss_scale_keeps_gradients_in_range():
-    from bench.adapt import _fp16_loss_scale
+    from bench.adapt import fp16_loss_scale
 
     for size in (64, 1024, 2048):
-        s = _fp16_loss_scale(torch.zeros(1, 3, size, size))
+        s = fp16_loss_scale(torch.zeros(1, 3, size, size))
         n = 3 * size * size
         assert s == 2 ** round(0.5 * torch.log2(torch.tensor(float(n))).item())
         assert s / n > 2**-14  # a per-pixel gradient (1/N of the scaled loss) is a normal fp16 number

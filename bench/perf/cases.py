@@ -428,7 +428,7 @@ def case_eval(b: Bench) -> CaseResult:
 
 def check_precisions(precisions: tuple[str, ...], device: torch.device) -> None:
     """Fail early (BenchError) on a precision that does not exist or is not available on the device."""
-    from ..adapt import _autocast
+    from ..adapt import precision_context
 
     for p in precisions:
-        _autocast(device, p)
+        precision_context(device, p)

@@ -214,17 +214,10 @@ def _metatest_pairs(study: StudyRuns):
 
 def _adapted_params(model, noisy, spec, mt):
     """The heads after each meta-test step (Alg. 3), as ``bench.adapt.meta_test`` computes them."""
-    import torch
+    from ..adapt import meta_test_iterates
 
-    from .. import adapt
-
-    scope, aux = spec.recipe.inner_scope, spec.recipe.aux_loss
-    with torch.no_grad():
-        params = {k: p.detach() for k, p in adapt.inner_parameters(model.restorer, scope).items()}
-        features, mask = adapt._frozen_outputs(model, noisy, scope, aux)
-        iterates = adapt._inner_steps(model.restorer, params, noisy, mask, features, steps=mt.steps, lr=mt.lr,
-                                      scale=1.0, create_graph=False, optimizer=mt.optimizer)
-    return iterates, features, mask
+    return meta_test_iterates(model, noisy, steps=mt.steps, lr=mt.lr, scope=spec.recipe.inner_scope,
+                              aux=spec.recipe.aux_loss, optimizer=mt.optimizer)
 
 
 # -- figures ------------------------------------------------------------------------------------------
