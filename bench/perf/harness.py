@@ -149,13 +149,14 @@ def build_model(width: tuple[int, int] = (32, 16), weights: str | None = None) -
     base, scale = width
     model = methods.create("ours", base=base, scale=scale, mask_base=32)
     if weights:
+        from ..checkpoints import first_line, read_checkpoint
         from ..errors import BenchError
 
+        state = read_checkpoint(weights, hint="expected a state_dict or a `bench run` checkpoint of this network")
         try:
-            state = torch.load(weights, map_location="cpu", weights_only=True)
             model.load_state_dict(state.get("model", state) if isinstance(state, dict) else state)
-        except (OSError, RuntimeError, KeyError, AttributeError, ValueError) as e:
-            raise BenchError(f"--weights {weights}: not a state_dict of this network ({' '.join(str(e).split())[:200]})") from None
+        except (RuntimeError, KeyError, AttributeError, TypeError, ValueError) as e:
+            raise BenchError(f"--weights {weights}: not a state_dict of this network ({first_line(e)})") from None
     return model
 
 
