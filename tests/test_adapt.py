@@ -88,6 +88,20 @@ def test_meta_test_trajectory_and_zero_steps(setup):
     torch.testing.assert_close(meta_test(model, noisy, steps=0, lr=0.05), traj[0])
 
 
+def test_meta_test_iterates_are_meta_tests_parameters(setup):
+    """Fig. 8 looks inside the adapted network through these iterates: each one's prediction is
+    meta_test(trajectory=True)'s at that step."""
+    from bench.adapt import forward_with, meta_test_iterates
+
+    model, noisy, _ = setup
+    its, features, _ = meta_test_iterates(model, noisy[:1], steps=2, lr=0.05, optimizer="adam")
+    traj = meta_test(model, noisy[:1], steps=2, lr=0.05, optimizer="adam", trajectory=True)
+    assert len(its) == 3
+    with torch.no_grad():
+        for k, p in enumerate(its):
+            torch.testing.assert_close(forward_with(model.restorer, p, noisy[:1], features)[0], traj[k])
+
+
 @pytest.mark.parametrize("shape", [(1, 3, 7, 9), (2, 3, 17, 30), (1, 3, 33, 31)])
 def test_odd_sizes(shape):
     model = methods.create("ours")
