@@ -40,6 +40,19 @@ class Computed:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass
+class MetaTestView(Computed):
+    """Figs. 7 and 8 look at one row's meta-test (K steps of ``optimizer`` at ``lr``) on one test image."""
+
+    row: str = ""
+    seed: int = 0
+    image: str = ""
+    steps: int = 0
+    lr: float = 0.0
+    optimizer: str = "sgd"
+    noisy: np.ndarray | None = None  # (H, W, 3) in [0, 1]
+
+
 # -- drawing ------------------------------------------------------------------------------------------
 
 @contextmanager

@@ -8,18 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from ..runs import StudyRuns
-from .common import (Computed, Models, Skip, StudyData, new_figure, off, pick_ours, row_run, save, to_hwc,
+from .common import (MetaTestView, Models, Skip, StudyData, new_figure, off, pick_ours, row_run, save, to_hwc,
                      trajectory_image)
 
 NAME, TITLE = "fig8_features", "Fig. 8: feature maps before and after adaptation"
 
 
 @dataclass
-class Data(Computed):
-    image: str = ""
-    steps: int = 0
-    lr: float = 0.0
-    noisy: np.ndarray | None = None  # (H, W, 3)
+class Data(MetaTestView):
     channels: np.ndarray | None = None  # the shown channels, those that change most
     before: np.ndarray | None = None  # (len(channels), H, W)
     after: np.ndarray | None = None
@@ -39,7 +35,8 @@ def compute(study: StudyRuns, data: StudyData, models: Models, channels: int = 4
     head = getattr(restorer, "primary_head", None)
     if head is None or not hasattr(head, "blocks"):
         raise Skip(f"row {ours.name!r} has no primary head with a last feature layer")
-    image = trajectory_image(study, ours, row_run(study, ours.name).seed)
+    seed = row_run(study, ours.name).seed
+    image = trajectory_image(study, ours, seed)
     noisy, _ = data.tensors("test", image)
     iterates, features, mask = meta_test_iterates(model, noisy, steps=mt.steps, lr=mt.lr, scope=t.recipe.inner_scope,
                                                   aux=t.recipe.aux_loss, optimizer=mt.optimizer)
@@ -58,8 +55,8 @@ def compute(study: StudyRuns, data: StudyData, models: Models, channels: int = 4
     caption = (f"The {before.shape[0]}-channel output of the primary head's last ResBlocks (the input of its "
                f"final conv) on test image {image}, before and after the K={mt.steps} meta-test steps, for the "
                f"{len(order)} channels that change most; their difference; and the mask.")
-    return Data(caption, [], image, len(iterates) - 1, mt.lr, to_hwc(noisy), order, before[order], after[order],
-                None if m is None else m[0, 0].cpu().numpy(), t.recipe.aux_loss == "mrl")
+    return Data(caption, [], ours.name, seed, image, len(iterates) - 1, mt.lr, mt.optimizer, to_hwc(noisy), order,
+                before[order], after[order], None if m is None else m[0, 0].cpu().numpy(), t.recipe.aux_loss == "mrl")
 
 
 def draw(data: Data, folder: Path) -> list[Path]:

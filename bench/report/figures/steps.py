@@ -8,20 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from ..runs import StudyRuns
-from .common import (Computed, Models, Skip, StudyData, crop_size, crop_where, new_figure, off, pick_ours,
+from .common import (MetaTestView, Models, Skip, StudyData, crop_size, crop_where, new_figure, off, pick_ours,
                      psnr_of, row_run, save, to_hwc, trajectory_image)
 
 NAME, TITLE = "fig7_steps", "Fig. 7: prediction after each meta-test step"
 
 
 @dataclass
-class Data(Computed):
-    row: str = ""
-    seed: int = 0
-    lr: float = 0.0
-    optimizer: str = "sgd"
-    image: str = ""  # the shown test image
-    noisy: np.ndarray | None = None  # (H, W, 3)
+class Data(MetaTestView):
     clean: np.ndarray | None = None
     noisy_psnr: float = 0.0
     frames: list[np.ndarray] = field(default_factory=list)  # prediction before and after each step
@@ -61,8 +55,8 @@ def compute(study: StudyRuns, data: StudyData, models: Models, max_images: int =
     caption = (f"Top: test image {image} (the largest |meta-test gain|), {size}×{size} crop, after each of the "
                f"K={mt.steps} steps, PSNR of the whole image. Middle: change from step 0. Bottom: PSNR gain "
                "per step for each test image (grey) and their mean.")
-    return Data(caption, [], ours.name, seed, mt.lr, mt.optimizer, image, to_hwc(noisy), gt, psnr_of(noisy, clean),
-                frames, [psnr_of(p, clean) for p in traj], curves, corner, size)
+    return Data(caption, [], ours.name, seed, image, mt.steps, mt.lr, mt.optimizer, to_hwc(noisy), gt,
+                psnr_of(noisy, clean), frames, [psnr_of(p, clean) for p in traj], curves, corner, size)
 
 
 def draw(data: Data, folder: Path) -> list[Path]:
