@@ -375,3 +375,29 @@ def test_joint_adaptation_on_one_tile_equals_meta_test(denoiser):
             torch.testing.assert_close(got["steps"][s], ref[s], rtol=0, atol=1e-6)
         torch.testing.assert_close(got["after"], ref[-1], rtol=0, atol=1e-6)
         assert (ref[-1] - ref[0]).abs().max() > 1e-4  # the steps moved the prediction: the check can fail
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_one_png_writer_keeps_every_layout_and_depth(tmp_path, channels, bits):
+    """bench.data.io.write_png writes grey, grey + alpha, RGB and RGBA at 8 and 16 bits; read back as a
+    photo, colour and alpha come back on the written grid (Pillow reads 16-bit colour at 8 bits, and
+    16-bit grey + alpha as RGBA: the grey flag is lost there, the values are not)."""
+    from bench.data.io import write_png
+
+    rng = np.random.default_rng(channels)
+    img = rng.random((5, 7, channels))
+    write_png(tmp_path / "x.png", img, bits=bits)
+    photo = read_photo(tmp_path / "x.png")
+    colour, alpha = (img[..., :-1], img[..., -1]) if channels in (2, 4) else (img, None)
+    grey = colour.shape[2] == 1
+    # 8 bits: rounded to 1/255; 16-bit grey: to 1/65535; Pillow keeps the high byte of other 16-bit layouts
+    tol = {8: 0.5 / 255}.get(bits, 0.5 / 65535 if grey and alpha is None else 1 / 255) + 1e-6
+    assert photo.grey == (grey and (channels, bits) != (2, 16))
+    assert photo.bits == bits and (photo.alpha is None) == (alpha is None)
+    expected = np.repeat(colour, 3, axis=2) if grey else colour
+    assert np.abs(photo.rgb - expected).max() <= tol
+    if alpha is not None:
+        assert np.abs(photo.alpha - alpha).max() <= tol
+    with pytest.raises(ValueError, match="expected a non-empty"):
+        write_png(tmp_path / "y.png", np.zeros((4, 4, 5)), bits=bits)
