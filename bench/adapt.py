@@ -33,43 +33,92 @@ def inner_parameters(restorer: nn.Module, scope: Scope = "heads") -> dict[str, n
     return {n: p for n, p in restorer.named_parameters() if n.split(".", 1)[0] in heads}
 
 
-def _forward(restorer: nn.Module, params: Params, noisy: Tensor, features: Tensor | None):
+def forward_with(restorer: nn.Module, params: Params, noisy: Tensor,
+                 features: Tensor | None) -> tuple[Tensor, Tensor]:
+    """(clean, rec) of ``restorer`` with ``params`` in place of its own (the others unchanged);
+    ``features``: the body's output computed once (None: the body runs, e.g. when it adapts)."""
     kwargs = {} if features is None else {"features": features}
     return functional_call(restorer, params, (noisy,), kwargs)
 
 
-def _inner_steps(restorer: nn.Module, params: Params, noisy: Tensor, mask: Tensor | None,
-                 features: Tensor | None, *, steps: int, lr: float, scale: float,
-                 create_graph: bool, optimizer: str = "sgd") -> list[Params]:
-    """K chained steps on scale·L_aux for one (unbatched-by-vmap) sample; returns every iterate."""
-
-    def loss(p: Params) -> Tensor:
-        return scale * aux_loss(_forward(restorer, p, noisy, features)[1], noisy, mask)
-
-    grad_fn = grad(loss)
-    iterates = [params]
-    m = {k: torch.zeros_like(v) for k, v in params.items()} if optimizer == "adam" else None
-    v2 = {k: torch.zeros_like(v) for k, v in params.items()} if optimizer == "adam" else None
-    for t in range(1, steps + 1):
-        g = grad_fn(params)
-        if not create_graph:
-            g = {k: x.detach() for k, x in g.items()}
-        if optimizer == "adam":  # the official code's meta-test variant (betas 0.9/0.999, eps 1e-8)
-            m = {k: 0.9 * m[k] + 0.1 * g[k] for k in g}
-            v2 = {k: 0.999 * v2[k] + 0.001 * g[k] ** 2 for k in g}
-            step = {k: (m[k] / (1 - 0.9**t)) / ((v2[k] / (1 - 0.999**t)).sqrt() + 1e-8) for k in g}
-        else:
-            step = g
-        params = {k: params[k] - lr * step[k] for k in params}
-        iterates.append(params)
-    return iterates
-
-
-def _frozen_outputs(model: nn.Module, noisy: Tensor, scope: Scope, aux: str):
-    """Body features (None when the body itself adapts) and the mask (None for the unmasked loss)."""
+def frozen_outputs(model: nn.Module, noisy: Tensor, scope: Scope, aux: str) -> tuple[Tensor | None, Tensor | None]:
+    """What the inner loop never changes, computed once: the body's features (None when the body
+    itself adapts, ``scope="all"``) and the mask (None for the unmasked loss, ``aux="rl"``)."""
     features = model.restorer.body(noisy) if scope == "heads" else None
     mask = model.mask_net(noisy) if aux == "mrl" else None
     return features, mask
+
+
+def aux_grad(restorer: nn.Module, params: Params, noisy: Tensor, mask: Tensor | None, features: Tensor | None,
+             *, scale: float = 1.0, weight: Tensor | None = None) -> tuple[Params, Tensor]:
+    """∇ of scale·L_aux (``losses.aux_loss``, per-pixel ``weight`` optional) w.r.t. ``params``, and the
+    clean prediction of the same forward pass. Functional (``torch.func.grad``): works under vmap,
+    and keeps a graph only where the caller's autograd records one (MTL)."""
+
+    def loss(p: Params) -> tuple[Tensor, Tensor]:
+        clean, rec = forward_with(restorer, p, noisy, features)
+        return scale * aux_loss(rec, noisy, mask, weight), clean
+
+    return grad(loss, has_aux=True)(params)
+
+
+class InnerOptimizer:
+    """The inner loop's update rule, functional (no in-place ops, so MTL can differentiate through
+    it): ``params = opt.step(params, grads)``. ``sgd``: θ − α·g; ``adam``: the official code's
+    meta-test variant (betas 0.9/0.999, eps 1e-8, bias-corrected). ``grads`` may be a sum over
+    tiles (``bench.denoise``'s joint adaptation) as well as one image's gradient."""
+
+    OPTIMIZERS = ("sgd", "adam")
+
+    def __init__(self, params: Params, optimizer: str = "sgd", lr: float = 1e-5) -> None:
+        if optimizer not in self.OPTIMIZERS:
+            raise ValueError(f"optimizer {optimizer!r}: expected one of {', '.join(self.OPTIMIZERS)}")
+        self.optimizer, self.lr, self.t = optimizer, lr, 0
+        if optimizer == "adam":
+            self.m = {k: torch.zeros_like(v) for k, v in params.items()}
+            self.v = {k: torch.zeros_like(v) for k, v in params.items()}
+
+    def step(self, params: Params, grads: Params) -> Params:
+        self.t += 1
+        if self.optimizer == "adam":
+            t, g = self.t, grads
+            self.m = {k: 0.9 * self.m[k] + 0.1 * g[k] for k in g}
+            self.v = {k: 0.999 * self.v[k] + 0.001 * g[k] ** 2 for k in g}
+            update = {k: (self.m[k] / (1 - 0.9**t)) / ((self.v[k] / (1 - 0.999**t)).sqrt() + 1e-8) for k in g}
+        else:
+            update = grads
+        return {k: params[k] - self.lr * update[k] for k in params}
+
+
+def iterates(restorer: nn.Module, params: Params, noisy: Tensor, mask: Tensor | None, features: Tensor | None,
+             *, steps: int, lr: float, scale: float = 1.0, create_graph: bool = False,
+             optimizer: str = "sgd") -> list[Params]:
+    """The inner parameters before and after each of ``steps`` chained steps on scale·L_aux, for one
+    image (a batch of 1, or one sample inside vmap): ``steps + 1`` dicts, the first ``params``.
+
+    ``create_graph`` keeps the steps differentiable (MTL's second order); else gradients are detached.
+    """
+    opt = InnerOptimizer(params, optimizer, lr)
+    out = [params]
+    for _ in range(steps):
+        g, _ = aux_grad(restorer, params, noisy, mask, features, scale=scale)
+        if not create_graph:
+            g = {k: x.detach() for k, x in g.items()}
+        params = opt.step(params, g)
+        out.append(params)
+    return out
+
+
+def meta_test_iterates(model: nn.Module, noisy: Tensor, *, steps: int, lr: float, scope: Scope = "heads",
+                       aux: str = "mrl", optimizer: str = "sgd") -> tuple[list[Params], Tensor | None, Tensor | None]:
+    """Alg. 3's parameters for one image (B = 1): (the ``steps + 1`` iterates, body features, mask);
+    ``forward_with(model.restorer, it[k], noisy, features)`` is ``meta_test(trajectory=True)[k]``.
+    For a look inside the adapted network (Fig. 8); predictions come from ``meta_test``."""
+    with torch.no_grad():
+        params = {k: p.detach() for k, p in inner_parameters(model.restorer, scope).items()}
+        features, mask = frozen_outputs(model, noisy, scope, aux)
+        its = iterates(model.restorer, params, noisy, mask, features, steps=steps, lr=lr, optimizer=optimizer)
+    return its, features, mask
 
 
 PER_SAMPLE_MODES = ("auto", "vmap", "loop")
@@ -125,21 +174,21 @@ def mtl_loss(model: nn.Module, noisy: Tensor, clean: Tensor, *, steps: int, inne
     """
     restorer = model.restorer
     params = inner_parameters(restorer, scope)
-    features, mask = _frozen_outputs(model, noisy, scope, aux)
+    features, mask = frozen_outputs(model, noisy, scope, aux)
 
     def sample_loss(n: Tensor, c: Tensor, m: Tensor | None, f: Tensor | None) -> Tensor:
-        adapted = _inner_steps(restorer, params, n, m, f, steps=steps, lr=inner_lr, scale=lambda_in,
-                               create_graph=not first_order)[-1]
-        return (_forward(restorer, adapted, n, f)[0] - c).abs().mean()
+        adapted = iterates(restorer, params, n, m, f, steps=steps, lr=inner_lr, scale=lambda_in,
+                           create_graph=not first_order)[-1]
+        return (forward_with(restorer, adapted, n, f)[0] - c).abs().mean()
 
     return lambda_out * _per_sample(sample_loss, noisy, clean, mask, features).sum()
 
 
 PRECISIONS = ("fp32", "bf16", "fp16")
-_AUTOCAST = {"cuda": ("bf16", "fp16"), "cpu": ("bf16",)}  # fp16 on CPU is slow and not offered
+AUTOCAST_PRECISIONS = {"cuda": ("bf16", "fp16"), "cpu": ("bf16",)}  # fp16 on CPU is slow and not offered
 
 
-def _autocast(device: torch.device, precision: str):
+def precision_context(device: torch.device, precision: str):
     """The autocast context of a meta-test ``precision``: nothing for fp32, else bf16/fp16 autocast."""
     if precision not in PRECISIONS:
         from .errors import BenchError
@@ -147,15 +196,15 @@ def _autocast(device: torch.device, precision: str):
         raise BenchError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision == "fp32":
         return contextlib.nullcontext()
-    if precision not in _AUTOCAST.get(device.type, ()):
+    if precision not in AUTOCAST_PRECISIONS.get(device.type, ()):
         from .errors import BenchError
 
         raise BenchError(f"precision {precision!r} is not available on {device.type}; "
-                         f"use {' or '.join(('fp32', *_AUTOCAST.get(device.type, ())))}")
+                         f"use {' or '.join(('fp32', *AUTOCAST_PRECISIONS.get(device.type, ())))}")
     return torch.autocast(device.type, dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
 
 
-def _fp16_loss_scale(noisy: Tensor) -> float:
+def fp16_loss_scale(noisy: Tensor) -> float:
     """A static loss scale for fp16: 2^round(log2 √(C·H·W)) of one image.
 
     L_aux is a mean over C·H·W pixels, so its per-pixel gradient is ~1/(C·H·W) (3e-7 at 1024²,
@@ -177,19 +226,18 @@ def meta_test(model: nn.Module, noisy: Tensor, *, steps: int, lr: float, scope: 
     update stay fp32, and fp16 uses a static loss scale. The output has ``noisy``'s dtype.
     """
     restorer = model.restorer
-    scale = _fp16_loss_scale(noisy) if precision == "fp16" else 1.0
+    scale = fp16_loss_scale(noisy) if precision == "fp16" else 1.0
     step_lr = lr / scale if optimizer == "sgd" else lr  # Adam is invariant to the loss scale
-    with torch.no_grad(), _autocast(noisy.device, precision):
+    with torch.no_grad(), precision_context(noisy.device, precision):
         params = {k: p.detach() for k, p in inner_parameters(restorer, scope).items()}
-        features, mask = _frozen_outputs(model, noisy, scope, aux)
+        features, mask = frozen_outputs(model, noisy, scope, aux)
 
         def sample_iterates(n: Tensor, m: Tensor | None, f: Tensor | None) -> list[Params]:
-            iterates = _inner_steps(restorer, params, n, m, f, steps=steps, lr=step_lr, scale=scale,
-                                    create_graph=False, optimizer=optimizer)
-            return iterates if trajectory else iterates[-1:]
+            its = iterates(restorer, params, n, m, f, steps=steps, lr=step_lr, scale=scale, optimizer=optimizer)
+            return its if trajectory else its[-1:]
 
         def sample_pred(n: Tensor, m: Tensor | None, f: Tensor | None) -> Tensor:
-            return torch.cat([_forward(restorer, p, n, f)[0] for p in sample_iterates(n, m, f)])
+            return torch.cat([forward_with(restorer, p, n, f)[0] for p in sample_iterates(n, m, f)])
 
         if precision == "fp32":
             out = _per_sample(sample_pred, noisy, mask, features)  # (B, S, 3, H, W)
@@ -197,7 +245,7 @@ def meta_test(model: nn.Module, noisy: Tensor, *, steps: int, lr: float, scope: 
             # adapted heads (B-batched) predict outside vmap, one image at a time, under autocast
             adapted = _per_sample(sample_iterates, noisy, mask, features)
             out = torch.stack([torch.cat([
-                _forward(restorer, {k: v[j] for k, v in p.items()}, noisy[j : j + 1],
+                forward_with(restorer, {k: v[j] for k, v in p.items()}, noisy[j : j + 1],
                          None if features is None else features[j : j + 1])[0] for p in adapted])
                 for j in range(noisy.shape[0])])
     out = out.to(noisy.dtype)  # a no-op in fp32

@@ -9,10 +9,18 @@ def l1(pred: Tensor, target: Tensor) -> Tensor:
     return (pred - target).abs().mean()
 
 
-def aux_loss(rec: Tensor, noisy: Tensor, mask: Tensor | None) -> Tensor:
-    """L_MaskRec = mean(M ⊙ |Î_n − I_n|) with M (B,1,H,W) broadcast over channels; L_rec if no mask."""
+def aux_loss(rec: Tensor, noisy: Tensor, mask: Tensor | None, weight: Tensor | None = None) -> Tensor:
+    """L_MaskRec = mean(M ⊙ |Î_n − I_n|) with M (B,1,H,W) broadcast over channels; L_rec if no mask.
+
+    ``weight`` (H, W), optional, multiplies each pixel's term: a tile's share of a whole image's loss
+    (``bench.denoise`` adapts once on the sum over overlapping tiles, each pixel counted once).
+    """
     err = (rec - noisy).abs()
-    return (err if mask is None else err * mask).mean()
+    if mask is not None:
+        err = err * mask
+    if weight is not None:
+        err = err * weight
+    return err.mean()
 
 
 def gradient_loss(mask: Tensor, noisy: Tensor) -> Tensor:

@@ -150,6 +150,28 @@ class Blender:
         return self._sums.pop(key) / self.total
 
 
+# Peak working memory per pixel of one tile (CPU, float32): the growth of VmHWM over one call,
+# fitted between 256² and 512² inputs (ours K=5: 2,325 B/px; K=0: 1,150; chi K=5: 2,420; RIDNet
+# 2,890 at 256²; MIRNet 4,820 at 192²), rounded up. The budget divides by these to size tiles.
+BYTES_PER_PIXEL: dict[tuple[str, bool], float] = {
+    ("ours", True): 2600.0, ("ours", False): 1300.0,
+    ("chi", True): 2800.0, ("chi", False): 1300.0,
+    ("ridnet", False): 3000.0, ("mirnet", False): 5500.0,
+}
+
+
+def bytes_per_pixel(arch: str, adapting: bool) -> float:
+    """Peak working memory per pixel of an architecture, with or without adaptation (an unknown one: the largest)."""
+    return BYTES_PER_PIXEL.get((arch, adapting), max(BYTES_PER_PIXEL.values()))
+
+
+def auto_tile(height: int, width: int, bytes_per_px: float, budget_bytes: float, overlap: int) -> int:
+    """0 (the whole image) when it fits the budget, else the largest tile that does."""
+    if height * width * bytes_per_px <= budget_bytes:
+        return 0
+    return tile_for_budget(budget_bytes, bytes_per_px, overlap)
+
+
 def tile_for_budget(budget_bytes: float, bytes_per_pixel: float, overlap: int, minimum: int = 128) -> int:
     """The largest aligned square tile whose estimated peak memory fits the budget (≥ ``minimum``)."""
     side = int(math.sqrt(max(budget_bytes, 0) / bytes_per_pixel)) // ALIGN * ALIGN

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import methods
-from bench.adapt import meta_test, mtl_loss
-from bench.perf.reference import naive_meta_test, naive_mtl_loss  # the slow loops, one copy
+from bench.adapt import meta_test, mtl_loss, per_sample_mode
+from bench.perf.reference import naive_meta_test, naive_mtl_loss, official_meta_test  # the slow loops, one copy
 
 HP = dict(inner_lr=0.05, lambda_in=10.0, lambda_out=10.0)
 
@@ -88,6 +88,20 @@ def test_meta_test_trajectory_and_zero_steps(setup):
     torch.testing.assert_close(meta_test(model, noisy, steps=0, lr=0.05), traj[0])
 
 
+def test_meta_test_iterates_are_meta_tests_parameters(setup):
+    """Fig. 8 looks inside the adapted network through these iterates: each one's prediction is
+    meta_test(trajectory=True)'s at that step."""
+    from bench.adapt import forward_with, meta_test_iterates
+
+    model, noisy, _ = setup
+    its, features, _ = meta_test_iterates(model, noisy[:1], steps=2, lr=0.05, optimizer="adam")
+    traj = meta_test(model, noisy[:1], steps=2, lr=0.05, optimizer="adam", trajectory=True)
+    assert len(its) == 3
+    with torch.no_grad():
+        for k, p in enumerate(its):
+            torch.testing.assert_close(forward_with(model.restorer, p, noisy[:1], features)[0], traj[k])
+
+
 @pytest.mark.parametrize("shape", [(1, 3, 7, 9), (2, 3, 17, 30), (1, 3, 33, 31)])
 def test_odd_sizes(shape):
     model = methods.create("ours")
@@ -96,3 +110,49 @@ def test_odd_sizes(shape):
     assert clean.shape == rec.shape == x.shape and model.mask_net(x).shape == (shape[0], 1, *shape[2:])
     assert meta_test(model, x, steps=2, lr=1e-3).shape == x.shape
     mtl_loss(model, x, x, steps=2, inner_lr=1e-3, lambda_in=10, lambda_out=10).backward()
+
+
+@pytest.mark.parametrize("mode", ["vmap", "loop"])
+def test_both_per_sample_modes_equal_the_naive_loops(setup, mode):
+    model, noisy, clean = setup
+    ref = grads_of(model, lambda: naive_mtl_loss(model, noisy, clean, steps=3, **HP))
+    with per_sample_mode(mode):
+        fast = grads_of(model, lambda: mtl_loss(model, noisy, clean, steps=3, **HP))
+        out = meta_test(model, noisy, steps=3, lr=0.05)
+        traj = meta_test(model, noisy, steps=2, lr=0.05, trajectory=True)
+    assert fast.keys() == ref.keys()
+    for k in ref:
+        assert (fast[k] - ref[k]).abs().max() <= 1e-6 * ref[k].abs().max().clamp_min(1e-12), k
+    torch.testing.assert_close(out, naive_meta_test(model, noisy, steps=3, lr=0.05), rtol=1e-10, atol=1e-10)
+    assert traj.shape == (3, *noisy.shape)
+
+
+def test_naive_meta_test_frozen_body_changes_nothing_but_speed(setup):
+    model, noisy, _ = setup
+    a = naive_meta_test(model, noisy, steps=2, lr=0.05, freeze=True)
+    b = naive_meta_test(model, noisy, steps=2, lr=0.05, freeze=False)
+    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert all(p.requires_grad for p in model.parameters())  # the model itself is left alone
+
+
+def test_official_loop_is_ours_with_adam_once_its_departures_are_off(setup):
+    """The official TTAID test loop (full network and mask every step, torch.optim.Adam) computes
+    adapt.meta_test(optimizer="adam") when its mask is not thresholded and the prediction is taken
+    after the K-th step; as shipped it reports the prediction after K−1 steps, with a binary mask."""
+    model, noisy, _ = setup
+    lr, k = 1e-3, 3
+    ours = meta_test(model, noisy, steps=k, lr=lr, optimizer="adam")
+    torch.testing.assert_close(official_meta_test(model, noisy, steps=k, lr=lr, threshold=None, report="after"),
+                               ours, rtol=1e-10, atol=1e-10)
+    one_less = meta_test(model, noisy, steps=k - 1, lr=lr, optimizer="adam")
+    torch.testing.assert_close(official_meta_test(model, noisy, steps=k, lr=lr, threshold=None), one_less,
+                               rtol=1e-10, atol=1e-10)
+    assert (ours - one_less).abs().max() > 1e-3  # the last step matters: the check above can fail
+    # the binary mask changes the loss, hence the result; a threshold of 0 (every mask value of the
+    # sigmoid is > 0) is the unmasked loss, i.e. ours with L_rec
+    shipped = official_meta_test(model, noisy, steps=k, lr=lr)
+    assert (shipped - one_less).abs().max() > 1e-4
+    torch.testing.assert_close(official_meta_test(model, noisy, steps=k, lr=lr, threshold=0.0, report="after"),
+                               meta_test(model, noisy, steps=k, lr=lr, optimizer="adam", aux="rl"),
+                               rtol=1e-10, atol=1e-10)
+    assert all(p.requires_grad for p in model.parameters())  # the model itself is left alone

@@ -19,7 +19,9 @@ import methods
 from bench.cli import main
 from bench.config import load_preset
 from bench.data import load_data
-from bench.denoise import Denoiser, export_pairs, read_photo
+from bench.data.photos import export_pairs, read_photo
+from bench.errors import DataError
+from bench.denoise import Denoiser
 from bench.tiling import ALIGN, Blender, plan
 
 STUDY = """\
@@ -236,7 +238,6 @@ def test_layouts_and_bit_depths_are_kept(trained, tmp_path, capsys):
     src.mkdir()
     rgb = (noisy_photo(36, 44) * 65535).round().astype(np.uint16)
     from bench.data.io import write_png
-    from bench.denoise import write_png as write_any
 
     write_png(src / "deep.png", rgb / 65535, bits=16)
     Image.fromarray((rgb[..., 0] >> 8).astype(np.uint8), "L").save(src / "grey.png")
@@ -247,7 +248,7 @@ def test_layouts_and_bit_depths_are_kept(trained, tmp_path, capsys):
     import tifffile
 
     tifffile.imwrite(src / "deeptiff.tiff", rgb)
-    write_any(src / "deepalpha.png", np.concatenate([rgb / 65535, np.full((36, 44, 1), 0.5)], axis=2), bits=16)
+    write_png(src / "deepalpha.png", np.concatenate([rgb / 65535, np.full((36, 44, 1), 0.5)], axis=2), bits=16)
     out = tmp_path / "out"
     code, text, err = run_cli(capsys, "denoise", str(src / "*.png"), src / "photo.jpg", src / "deeptiff.tiff",
                               "--checkpoint", trained["checkpoint"], "--out", out, "--save-mask", "--save-steps")
@@ -286,9 +287,6 @@ def bad_inputs(root: Path, trained) -> list[tuple[list, str]]:
     text.write_text("not an image")
     fake = root / "fake.png"
     fake.write_text("not a png either")
-    truncated = root / "truncated.png"
-    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(truncated)
-    truncated.write_bytes(truncated.read_bytes()[:200])
     ridnet = root / "ridnet.pt"
     torch.save({"model": methods.create("ridnet").state_dict(), "payload": {"arch": "ridnet"}}, ridnet)
     bare = root / "bare.pt"
@@ -300,7 +298,6 @@ def bad_inputs(root: Path, trained) -> list[tuple[list, str]]:
     return [
         ([text, *ck], f"{text}: unsupported file type '.txt'"),
         ([fake, *ck], f"{fake}: cannot read image header"),
-        ([truncated, *ck], f"{truncated}: cannot decode image"),
         ([root / "missing.png", *ck], "missing.png: file not found"),
         ([str(root / "*.bmp"), *ck], "pattern matches no image"),
         ([good, "--model", "0123456789abcdef", *home], "--model '0123456789abcdef': no such MLflow run"),
@@ -321,6 +318,7 @@ def bad_inputs(root: Path, trained) -> list[tuple[list, str]]:
         ([good, *ck, "-k", "-1"], "--adapt-steps -1"),
         ([good, *ck, "--lr", "0"], "--lr 0"),
         ([good, *ck, "--out", root], "would overwrite this input"),
+        ([good, *ck, "--out", text], f"--out {text}: an existing file"),
         ([good, *ck, "--device", "tpu"], "--device 'tpu'"),
     ]
 
@@ -332,3 +330,74 @@ def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys):
         assert code == 2, (args, err)
         assert needle in err, (needle, err)
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+
+
+def test_a_file_that_fails_alone_is_one_line_and_the_batch_goes_on(trained, tmp_path, capsys):
+    """Too small for the network (a side under 4 px) or undecodable pixels behind a readable header:
+    one `error:` line each, the other files are denoised, exit code 1."""
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray((noisy_photo(3, 40) * 255).astype(np.uint8)).save(src / "a_thin.png")
+    Image.fromarray((noisy_photo(24, 28) * 255).astype(np.uint8)).save(src / "b_good.png")
+    truncated = src / "c_truncated.png"
+    Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    out = tmp_path / "out"
+    code, text, err = run_cli(capsys, "denoise", src, "--checkpoint", trained["checkpoint"], "--out", out)
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in err, err
+    assert lines[0] == f"error: {src / 'a_thin.png'}: image of 40×3 px; expected at least 4 px on each side " \
+                       "(the network halves the image twice)"
+    assert lines[1].startswith(f"error: {truncated}: cannot decode image")
+    assert sorted(p.name for p in out.iterdir()) == ["b_good.png"]
+    assert "1 image(s) in" in text and "2 file(s) failed" in text
+    with pytest.raises(DataError, match="expected at least 4 px"):  # the Python API too
+        Denoiser.from_checkpoint(trained["checkpoint"], device="cpu")(np.zeros((2, 9, 3), np.uint8))
+
+
+def test_joint_adaptation_on_one_tile_equals_meta_test(denoiser):
+    """The joint (tiled) adaptation runs on adapt.py's gradient and update: on one tile covering the
+    image it is Alg. 3 itself, for SGD and the official Adam."""
+    from bench import tiled
+    from bench.adapt import meta_test
+    from bench.tiling import Tile
+
+    x = torch.from_numpy(noisy_photo(36, 44)).permute(2, 0, 1)[None]
+    for optimizer, lr in (("sgd", 1e-2), ("adam", 1e-3)):
+        mt = denoiser.metatest.model_copy(update={"steps": 3, "lr": lr, "optimizer": optimizer})
+        job = tiled.Job(denoiser.model, denoiser.recipe, mt, torch.device("cpu"), before=True, trajectory=True)
+        got = tiled.joint(job, x, [Tile(0, 36, 0, 44)], overlap=0, cache_bytes=2**30)
+        ref = meta_test(denoiser.model, x, steps=3, lr=lr, scope=denoiser.recipe.inner_scope,
+                        aux=denoiser.recipe.aux_loss, optimizer=optimizer, trajectory=True)[:, 0]
+        assert len(got["steps"]) == 4
+        for s in range(4):
+            torch.testing.assert_close(got["steps"][s], ref[s], rtol=0, atol=1e-6)
+        torch.testing.assert_close(got["after"], ref[-1], rtol=0, atol=1e-6)
+        assert (ref[-1] - ref[0]).abs().max() > 1e-4  # the steps moved the prediction: the check can fail
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_one_png_writer_keeps_every_layout_and_depth(tmp_path, channels, bits):
+    """bench.data.io.write_png writes grey, grey + alpha, RGB and RGBA at 8 and 16 bits; read back as a
+    photo, colour and alpha come back on the written grid (Pillow reads 16-bit colour at 8 bits, and
+    16-bit grey + alpha as RGBA: the grey flag is lost there, the values are not)."""
+    from bench.data.io import write_png
+
+    rng = np.random.default_rng(channels)
+    img = rng.random((5, 7, channels))
+    write_png(tmp_path / "x.png", img, bits=bits)
+    photo = read_photo(tmp_path / "x.png")
+    colour, alpha = (img[..., :-1], img[..., -1]) if channels in (2, 4) else (img, None)
+    grey = colour.shape[2] == 1
+    # 8 bits: rounded to 1/255; 16-bit grey: to 1/65535; Pillow keeps the high byte of other 16-bit layouts
+    tol = {8: 0.5 / 255}.get(bits, 0.5 / 65535 if grey and alpha is None else 1 / 255) + 1e-6
+    assert photo.grey == (grey and (channels, bits) != (2, 16))
+    assert photo.bits == bits and (photo.alpha is None) == (alpha is None)
+    expected = np.repeat(colour, 3, axis=2) if grey else colour
+    assert np.abs(photo.rgb - expected).max() <= tol
+    if alpha is not None:
+        assert np.abs(photo.alpha - alpha).max() <= tol
+    with pytest.raises(ValueError, match="expected a non-empty"):
+        write_png(tmp_path / "y.png", np.zeros((4, 4, 5)), bits=bits)

@@ -8,7 +8,6 @@ import subprocess
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from scipy import stats as sps
 
 from bench.cli import main
@@ -189,25 +188,6 @@ def test_images_csv_melts_to_long_form():
     assert split_study_name("Default") is None
 
 
-def test_adapted_parameters_reproduce_meta_test():
-    """Figs. 7/8 rebuild the meta-test iterates; the last one must give meta_test's prediction."""
-    import methods
-    from bench.adapt import meta_test
-    from bench.config import MetaTestConfig
-    from bench.report.figures import _adapted_params
-    from torch.func import functional_call
-
-    spec = methods.get("ours")
-    model = spec.create().eval()
-    noisy = torch.rand(1, 3, 20, 24)
-    mt = MetaTestConfig(steps=2, lr=1e-2)
-    iterates, features, _ = _adapted_params(model, noisy, spec, mt)
-    with torch.no_grad():
-        last = functional_call(model.restorer, iterates[-1], (noisy,), {"features": features})[0]
-    ref = meta_test(model, noisy, steps=2, lr=1e-2)
-    assert len(iterates) == 3 and torch.allclose(last, ref, atol=1e-6)
-
-
 def test_crop_lands_where_the_methods_differ():
     from bench.report.figures import crop_where
 
@@ -250,7 +230,7 @@ paper:
   "RI + MTL, MRL": {val/psnr: 40.1913, val/ssim: 0.9554, test/psnr: 38.1708, test/ssim: 0.9628}
   "RIDNet": {val/psnr: 40.2185, val/ssim: 0.9497, test/psnr: 38.2214, test/ssim: 0.9621}
 """
-FIGURES = ("curves", "metatest_gain", "fig5_6_masks", "fig3_crops", "fig7_steps", "fig8_features")
+FIGURES_NAMES = ("curves", "metatest_gain", "fig5_6_masks", "fig3_crops", "fig7_steps", "fig8_features")
 
 
 @pytest.fixture(scope="module")
@@ -272,7 +252,7 @@ def test_report_writes_every_table_and_figure(smoke, capsys):
     home, out = smoke
     for name in ("reptest.tex", "reptest.md", "report.html", "data/reptest.csv"):
         assert (out / name).is_file(), name
-    for fig in FIGURES:
+    for fig in FIGURES_NAMES:
         for ext in ("png", "pdf"):
             path = out / "figures" / "reptest" / f"{fig}.{ext}"
             assert path.is_file() and path.stat().st_size > 1000, path
@@ -294,6 +274,70 @@ def test_report_writes_every_table_and_figure(smoke, capsys):
 
 
 @pytest.mark.slow
+def test_figures_compute_what_they_show(smoke):
+    """Each figure's data, not its PNG: panel counts, the rows shown, values in range, and Fig. 7's
+    last step equal to the PSNR the study logged for that image with meta-test."""
+    from mlflow.tracking import MlflowClient
+
+    from bench.report.figures import FIGURES
+    from bench.report.figures.common import Models, StudyData
+    from bench.report.runs import find_study
+
+    home, _ = smoke
+    study = find_study(MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}"), "reptest", None)
+    assert [f.name for f in FIGURES] == list(FIGURES_NAMES)
+    assert {f.name for f in FIGURES if f.needs_model} == {"fig3_crops", "fig7_steps", "fig8_features"}
+    data, models = StudyData(study), Models(study)
+    got = {f.name: f.module.compute(study, data, models if f.needs_model else None) for f in FIGURES}
+    n_test = len(data.data.test)
+    plausible = lambda v: np.isfinite(v) and 5 < v < 80  # noqa: E731 — dB
+
+    curves = got["curves"]
+    assert curves.panels and all(lines for _, lines in curves.panels)
+    assert {ln.row for _, lines in curves.panels for ln in lines} >= {"Ours without meta-test", "RIDNet"}
+    assert any(k.endswith("psnr") for k, _ in curves.panels)
+    assert all(np.isfinite(v) for _, lines in curves.panels for ln in lines for _, v in ln.points)
+
+    (pair,) = got["metatest_gain"].pairs
+    assert (pair.a, pair.b) == ("Ours with meta-test", "Ours without meta-test")
+    without, with_ = pair.points["test"]
+    assert len(without) == len(with_) == n_test and all(map(plausible, [*without, *with_]))
+    assert pair.test["n"] == n_test and pair.test["mean"] == pytest.approx(float(np.mean(with_ - without)))
+
+    masks = got["fig5_6_masks"]
+    assert {p.group for p in masks.panels} == {"MAXL-pretrained", "RI"}
+    for p in masks.panels:
+        assert p.frames and p.noisy is not None and p.noisy.shape[2] == 3
+        assert all(0 <= a.min() and a.max() <= 1 and a.shape == p.noisy.shape[:2] for _, a in p.frames)
+
+    crops = got["fig3_crops"]
+    labels = [p.label for p in crops.panels]
+    assert labels[:3] == ["Noisy input", "RIDNet", "MIRNet"] and labels[-1] == "Ground truth"
+    assert labels[3] == "Ours, before adaptation" and labels[4].startswith("Ours, after adaptation (K=")
+    assert crops.panels[2].image is None and "no MIRNet row" in crops.panels[2].note
+    drawn = [p for p in crops.panels if p.image is not None]
+    assert len(drawn) == 5 and all(p.image.shape == crops.noisy.shape for p in drawn)
+    assert all(plausible(p.psnr) for p in drawn[:-1])
+    y, x = crops.corner
+    assert 0 <= y <= crops.noisy.shape[0] - crops.size and 0 <= x <= crops.noisy.shape[1] - crops.size
+
+    steps = got["fig7_steps"]
+    k = study.row_preset("Ours with meta-test").metatest.steps
+    assert len(steps.frames) == len(steps.psnrs) == k + 1 and all(map(plausible, steps.psnrs))
+    assert len(steps.curves) == min(8, n_test) and all(len(v) == k + 1 for v in steps.curves.values())
+    tidy = study.tidy
+    logged = tidy[(tidy.split == "test") & (tidy.metric == "psnr") & (tidy.image == steps.image)
+                  & (tidy.seed == steps.seed)].set_index("row")["value"]
+    assert steps.psnrs[0] == pytest.approx(logged["Ours without meta-test"], abs=1e-4)
+    assert steps.psnrs[-1] == pytest.approx(logged["Ours with meta-test"], abs=1e-4)
+
+    feats = got["fig8_features"]
+    assert feats.before.shape == feats.after.shape and feats.before.shape[0] == len(feats.channels) == 4
+    assert feats.before.shape[1:] == feats.noisy.shape[:2] and np.abs(feats.after - feats.before).max() > 0
+    assert feats.mask is not None and 0 <= feats.mask.min() and feats.mask.max() <= 1
+
+
+@pytest.mark.slow
 def test_report_is_logged_to_mlflow_beside_the_rows(smoke):
     from mlflow.tracking import MlflowClient
 
@@ -303,7 +347,7 @@ def test_report_is_logged_to_mlflow_beside_the_rows(smoke):
     reports = client.search_runs([exp.experiment_id], "tags.bench_report = 'true'")
     assert len(reports) == 1
     arts = {a.path for a in client.list_artifacts(reports[0].info.run_id, "report/figures")}
-    assert {f"report/figures/{f}.png" for f in FIGURES} <= arts
+    assert {f"report/figures/{f}.png" for f in FIGURES_NAMES} <= arts
     assert len(client.search_runs([exp.experiment_id], "tags.row != ''")) == 8  # the report run is no row
 
 
@@ -369,7 +413,7 @@ def test_html_page_renders_in_headless_chromium(smoke, tmp_path):
     page = (out / "report.html").resolve()
     text = page.read_text()
     assert "<script" not in text and "http://" not in text and "https://" not in text  # self-contained
-    assert text.count('src="data:image/png;base64,') == len(FIGURES)
+    assert text.count('src="data:image/png;base64,') == len(FIGURES_NAMES)
     shot = tmp_path / "shot.png"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
              f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,2000"]
@@ -383,4 +427,4 @@ def test_html_page_renders_in_headless_chromium(smoke, tmp_path):
     assert img.shape[0] >= 1000 and img.std() > 0.05  # something was drawn, not a blank page
     dom = subprocess.run([_chromium(), *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
                          timeout=120).stdout
-    assert dom.count("<table") == 2 and dom.count("<img") == len(FIGURES)
+    assert dom.count("<table") == 2 and dom.count("<img") == len(FIGURES_NAMES)

@@ -30,6 +30,15 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     DataError naming the file.
     """
     p = Path(path)
+    return to_rgb_float(decode(p), p)
+
+
+def decode(path: str | os.PathLike[str]) -> np.ndarray:
+    """The pixels as stored (palette expanded, native byte order): (H, W) or (H, W, C).
+
+    A missing, corrupt or truncated file raises one DataError naming it.
+    """
+    p = Path(path)
     if not p.exists():
         raise DataError(f"{p}: file not found")
     if not p.is_file():
@@ -43,7 +52,9 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise DataError(
             f"{p}: cannot decode image ({reason}); the file is corrupt, truncated or not an image"
         ) from None
-    return _to_rgb_float(arr, p)
+    if not arr.dtype.isnative:  # e.g. Pillow's big-endian "I;16B"
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
 
 
 def _decode_pillow(path: Path) -> np.ndarray:
@@ -70,7 +81,7 @@ def _decode_tiff(path: Path) -> np.ndarray:
     return np.asarray(iio.imread(path, plugin="tifffile"))
 
 
-def _full_scale(arr: np.ndarray, path: Path) -> float:
+def full_scale(arr: np.ndarray, path: Path) -> float:
     """The value that means 'white' for this sample type."""
     if arr.dtype == np.uint8:
         return 255.0
@@ -87,10 +98,12 @@ def _full_scale(arr: np.ndarray, path: Path) -> float:
     raise DataError(f"{path}: unsupported sample type {arr.dtype}; expected 8- or 16-bit integer or float in [0, 1]")
 
 
-def _to_rgb_float(arr: np.ndarray, path: Path) -> np.ndarray:
+def to_rgb_float(arr: np.ndarray, path: Path) -> np.ndarray:
+    """Decoded pixels → float32 (H, W, 3) in [0, 1]; transparency, odd layouts and empty images
+    raise DataError naming ``path``."""
     if not arr.dtype.isnative:  # e.g. Pillow's big-endian "I;16B"
         arr = arr.astype(arr.dtype.newbyteorder("="))
-    scale = _full_scale(arr, path)
+    scale = full_scale(arr, path)
     if arr.ndim == 2:
         arr = arr[..., None]
     if arr.ndim != 3 or arr.shape[2] not in (1, 2, 3, 4):
@@ -111,17 +124,18 @@ def _to_rgb_float(arr: np.ndarray, path: Path) -> np.ndarray:
 
 
 def write_png(path: str | os.PathLike[str], img: np.ndarray, bits: int = 8) -> None:
-    """Save an image in [0, 1] (H, W) or (H, W, 3) as an 8- or 16-bit PNG (values rounded, clipped).
+    """Save an image in [0, 1] as an 8- or 16-bit PNG (values rounded, clipped, NaN → 0).
 
-    16-bit files are encoded here (Pillow cannot write 16-bit colour); parent folders are created.
+    (H, W) or (H, W, C) with C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA. 16-bit files are encoded
+    here (Pillow cannot write 16-bit colour); parent folders are created.
     """
     if bits not in (8, 16):
         raise ValueError(f"write_png: bits must be 8 or 16, got {bits}")
     arr = np.asarray(img, dtype=np.float64)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[..., 0]
-    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] == 3)) or 0 in arr.shape[:2]:
-        raise ValueError(f"write_png: expected a non-empty (H, W) or (H, W, 3) image, got {arr.shape}")
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (2, 3, 4))) or 0 in arr.shape[:2]:
+        raise ValueError(f"write_png: expected a non-empty (H, W) or (H, W, 1|2|3|4) image, got {arr.shape}")
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     top = (1 << bits) - 1
@@ -139,9 +153,10 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def _encode_png16(arr: np.ndarray) -> bytes:
-    """A minimal valid 16-bit PNG: one IDAT, every row with filter 0 (none), big-endian samples."""
+    """A minimal valid 16-bit PNG of 1–4 channels: one IDAT, every row with filter 0, big-endian samples."""
     height, width = arr.shape[:2]
-    color_type = 0 if arr.ndim == 2 else 2  # grey or RGB
+    channels = 1 if arr.ndim == 2 else arr.shape[2]
+    color_type = {1: 0, 2: 4, 3: 2, 4: 6}[channels]  # grey, grey + alpha, RGB, RGBA
     rows = arr.astype(">u2").reshape(height, -1).view(np.uint8)
     scanlines = np.concatenate([np.zeros((height, 1), np.uint8), rows], axis=1)
     header = struct.pack(">IIBBBBB", width, height, 16, color_type, 0, 0, 0)

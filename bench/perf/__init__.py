@@ -8,7 +8,7 @@
 - ``memmodel``: MTL memory versus K, batch and patch size, fitted and extrapolated;
 - ``suite``: configuration, the run, JSON and Markdown reports.
 """
-from .cases import PerfConfig
+from .harness import PerfConfig
 from .reference import naive_meta_test, naive_mtl_loss
 from .suite import failed_checks, make_config, run_perf, to_markdown, write_report
 

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..adapt import mtl_loss
-from .cases import MTL_HP, build_model
+from .harness import MTL_HP, build_model
 from .measure import tensor_peak_mib
 
 GPU_GIB = (16, 24, 40, 80)

@@ -13,27 +13,13 @@ from typing import Any, Callable
 
 import torch
 
+from ..device import parse_device
 from ..errors import BenchError
-from .cases import (TOL_GRAD, TOL_IMAGE, TOL_PSNR_DB, Bench, PerfConfig, case_batched, case_eval, case_maxl,
-                    case_metatest, case_mtl, check_precisions)
+from .cases import case_batched, case_eval, case_maxl, case_metatest, case_mtl, check_precisions
+from .harness import TOL_GRAD, TOL_IMAGE, TOL_PSNR_DB, Bench, PerfConfig
 from .measure import environment, load_average
 
 CASES = ("mtl", "metatest", "batched", "maxl", "eval", "memmodel")
-
-
-def resolve_device(device: str) -> torch.device:
-    if device != "cpu" and not (device == "cuda" or device.startswith("cuda:")):
-        raise BenchError(f"--device {device!r}: expected cpu, cuda or cuda:N")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise BenchError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-        try:
-            dev = torch.device(device)
-            torch.cuda.get_device_properties(dev)
-        except (RuntimeError, AssertionError, ValueError) as e:
-            raise BenchError(f"--device {device}: {' '.join(str(e).split())}") from None
-        return dev
-    return torch.device("cpu")
 
 
 def _csv(text: str, what: str) -> list[str]:
@@ -49,7 +35,7 @@ def make_config(*, device: str = "cpu", quick: bool = False, precision: str = "a
                 memory: bool = True, memory_model: bool = False, wide: bool = False,
                 weights: str | None = None, seed: int = 0) -> PerfConfig:
     """A validated PerfConfig from command-line values; BenchError on anything unusable."""
-    dev = resolve_device(device)
+    dev = parse_device(device)
     if precision == "auto":
         precisions = ("fp32", "bf16", "fp16") if dev.type == "cuda" else ("fp32",)
     else:
