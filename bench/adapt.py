@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad, vmap
+from torch.func import functional_call, grad, grad_and_value, vmap
 from torch.utils._pytree import tree_map
 
 from .losses import aux_loss
@@ -62,32 +62,70 @@ def aux_grad(restorer: nn.Module, params: Params, noisy: Tensor, mask: Tensor | 
     return grad(loss, has_aux=True)(params)
 
 
+OnStep = Callable[[int, Params, Tensor, Params], None]
+
+
+def lr_at(t: int, lr: float, halve_lr_at: int | None) -> float:
+    """The lr of update t (1-based): StepLR(step_size=halve_lr_at, gamma=0.5) semantics."""
+    return lr if halve_lr_at is None else lr * 0.5 ** ((t - 1) // halve_lr_at)
+
+
 class InnerOptimizer:
-    """The inner loop's update rule, functional (no in-place ops, so MTL can differentiate through
-    it): ``params = opt.step(params, grads)``. ``sgd``: θ − α·g; ``adam``: the official code's
-    meta-test variant (betas 0.9/0.999, eps 1e-8, bias-corrected). ``grads`` may be a sum over
-    tiles (``bench.denoise``'s joint adaptation) as well as one image's gradient."""
+    """The one update rule of every learned adaptation, functional (no in-place ops, so MTL can
+    differentiate through it): ``params = opt.step(params, grads)``. ``sgd``: θ − α·g; ``adam``: the
+    official code's meta-test variant (betas 0.9/0.999, eps 1e-8, bias-corrected). ``grads`` may be a
+    sum over tiles (``bench.tiled``'s joint adaptation) as well as one image's gradient;
+    ``halve_lr_at`` halves the lr every n updates (ZS-N2N's schedule)."""
 
     OPTIMIZERS = ("sgd", "adam")
 
-    def __init__(self, params: Params, optimizer: str = "sgd", lr: float = 1e-5) -> None:
+    def __init__(self, params: Params, optimizer: str = "sgd", lr: float = 1e-5,
+                 halve_lr_at: int | None = None) -> None:
         if optimizer not in self.OPTIMIZERS:
             raise ValueError(f"optimizer {optimizer!r}: expected one of {', '.join(self.OPTIMIZERS)}")
-        self.optimizer, self.lr, self.t = optimizer, lr, 0
+        self.optimizer, self.lr, self.halve_lr_at, self.t = optimizer, lr, halve_lr_at, 0
         if optimizer == "adam":
             self.m = {k: torch.zeros_like(v) for k, v in params.items()}
             self.v = {k: torch.zeros_like(v) for k, v in params.items()}
 
     def step(self, params: Params, grads: Params) -> Params:
         self.t += 1
-        if self.optimizer == "adam":
+        if self.optimizer == "adam":  # 1 − β as literals: (1 - 0.9) in floating point is not 0.1
             t, g = self.t, grads
             self.m = {k: 0.9 * self.m[k] + 0.1 * g[k] for k in g}
             self.v = {k: 0.999 * self.v[k] + 0.001 * g[k] ** 2 for k in g}
             update = {k: (self.m[k] / (1 - 0.9**t)) / ((self.v[k] / (1 - 0.999**t)).sqrt() + 1e-8) for k in g}
         else:
             update = grads
-        return {k: params[k] - self.lr * update[k] for k in params}
+        lr = lr_at(self.t, self.lr, self.halve_lr_at)
+        return {k: params[k] - lr * update[k] for k in params}
+
+
+def run_steps(loss_fn: Callable[[Params], Tensor], params: Params, *, steps: int, lr: float,
+              optimizer: str = "sgd", create_graph: bool = False, on_step: OnStep | None = None,
+              halve_lr_at: int | None = None, keep: Literal["all", "last"] = "all") -> list[Params]:
+    """``steps`` chained ``InnerOptimizer`` updates of ``params`` on any ``loss_fn`` of a parameter
+    dict: the loop behind MTL's inner loop, meta-test and every entry of ``bench.tta``.
+
+    Returns every iterate ``[θ0, θ1, …, θK]`` (``keep="all"``) or ``[θK]`` (``keep="last"``, for long
+    runs or large parameter sets). ``on_step(t, θt, loss(θt), ∇loss(θt))`` is called before update
+    t+1 (t = 0 … K−1) with the loss value and gradient the update uses (detached unless
+    ``create_graph``). ``create_graph=True`` keeps the graph through the steps (second order).
+    """
+    opt = InnerOptimizer(params, optimizer, lr, halve_lr_at)
+    grad_fn = grad_and_value(loss_fn)
+    out = [params] if keep == "all" else []
+    for t in range(steps):
+        g, value = grad_fn(params)
+        if not create_graph:
+            g = {k: x.detach() for k, x in g.items()}
+            value = value.detach()
+        if on_step is not None:
+            on_step(t, params, value, g)
+        params = opt.step(params, g)
+        if keep == "all":
+            out.append(params)
+    return out if keep == "all" else [params]
 
 
 def iterates(restorer: nn.Module, params: Params, noisy: Tensor, mask: Tensor | None, features: Tensor | None,
@@ -98,15 +136,11 @@ def iterates(restorer: nn.Module, params: Params, noisy: Tensor, mask: Tensor | 
 
     ``create_graph`` keeps the steps differentiable (MTL's second order); else gradients are detached.
     """
-    opt = InnerOptimizer(params, optimizer, lr)
-    out = [params]
-    for _ in range(steps):
-        g, _ = aux_grad(restorer, params, noisy, mask, features, scale=scale)
-        if not create_graph:
-            g = {k: x.detach() for k, x in g.items()}
-        params = opt.step(params, g)
-        out.append(params)
-    return out
+
+    def loss(p: Params) -> Tensor:
+        return scale * aux_loss(forward_with(restorer, p, noisy, features)[1], noisy, mask)
+
+    return run_steps(loss, params, steps=steps, lr=lr, optimizer=optimizer, create_graph=create_graph)
 
 
 def meta_test_iterates(model: nn.Module, noisy: Tensor, *, steps: int, lr: float, scope: Scope = "heads",

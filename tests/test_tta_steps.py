@@ -1,19 +1,18 @@
-"""bench.tta.steps.run_steps: the update rule of bench.adapt, bit for bit, and its lr schedule."""
+"""bench.adapt.run_steps: the one update loop of every learned adaptation, and its lr schedule."""
 import pytest
 import torch
 from torch.func import functional_call
 
 import methods
-from bench.adapt import inner_parameters
+from bench.adapt import inner_parameters, iterates
 from bench.losses import aux_loss
-from bench.tta.steps import lr_at, run_steps
+from bench.adapt import lr_at, run_steps
 
 
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0.05), ("adam", 1e-3)])
-def test_reproduces_adapt_inner_steps_bit_for_bit(optimizer, lr):
-    # The one place that imports a private name of bench.adapt: the loop to be replaced by run_steps.
-    from bench.adapt import _inner_steps  # noqa: PLC2701 (temporary, until adapt.py calls run_steps)
-
+def test_adapt_iterates_match_an_autograd_loop(optimizer, lr):
+    """adapt.iterates (meta-test's and MTL's inner loop) is run_steps on L_aux: checked against an
+    independent loop written with torch.autograd.grad and the update rule spelled out."""
     torch.manual_seed(3)
     model = methods.create("ours", base=8, scale=4, mask_base=8)
     noisy = torch.rand(1, 3, 12, 12)
@@ -21,17 +20,27 @@ def test_reproduces_adapt_inner_steps_bit_for_bit(optimizer, lr):
     with torch.no_grad():
         features, mask = restorer.body(noisy), model.mask_net(noisy)
         params = {k: p.detach() for k, p in inner_parameters(restorer, "heads").items()}
-        theirs = _inner_steps(restorer, params, noisy, mask, features, steps=3, lr=lr, scale=1.0,
-                              create_graph=False, optimizer=optimizer)
-
-        def loss(p):
-            return 1.0 * aux_loss(functional_call(restorer, p, (noisy,), {"features": features})[1], noisy, mask)
-
-        ours = run_steps(loss, params, steps=3, lr=lr, optimizer=optimizer)
+        ours = iterates(restorer, params, noisy, mask, features, steps=3, lr=lr, optimizer=optimizer)
+    theirs, p = [params], dict(params)
+    m = {k: torch.zeros_like(v) for k, v in p.items()}
+    v = {k: torch.zeros_like(x) for k, x in p.items()}
+    for t in range(1, 4):
+        leaves = {k: x.clone().requires_grad_(True) for k, x in p.items()}
+        rec = functional_call(restorer, leaves, (noisy,), {"features": features})[1]
+        grads = dict(zip(leaves, torch.autograd.grad(aux_loss(rec, noisy, mask), list(leaves.values()))))
+        if optimizer == "adam":
+            m = {k: 0.9 * m[k] + 0.1 * grads[k] for k in p}
+            v = {k: 0.999 * v[k] + 0.001 * grads[k] ** 2 for k in p}
+            step = {k: (m[k] / (1 - 0.9**t)) / ((v[k] / (1 - 0.999**t)).sqrt() + 1e-8) for k in p}
+        else:
+            step = grads
+        p = {k: (p[k] - lr * step[k]).detach() for k in p}
+        theirs.append(p)
     assert len(ours) == len(theirs) == 4
     for a, b in zip(ours, theirs):
         assert a.keys() == b.keys()
-        assert all(torch.equal(a[k], b[k]) for k in a)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-7)
     assert not torch.equal(ours[-1]["aux_head.out.weight"], params["aux_head.out.weight"])  # it moved
 
 

@@ -55,7 +55,7 @@ def _reset_rss_peak() -> bool:
         return False
 
 
-class _MemoryProbe:
+class MemoryProbe:
     """Peak memory of one call: CUDA allocator stats, or the process RSS peak on CPU."""
 
     def __init__(self, device: torch.device) -> None:
@@ -63,7 +63,7 @@ class _MemoryProbe:
         self.peak: float | None = None  # MiB, max over calls
         self.over: float | None = None
 
-    def __enter__(self) -> "_MemoryProbe":
+    def __enter__(self) -> "MemoryProbe":
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             self._base = torch.cuda.memory_allocated(self.device)
@@ -103,7 +103,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], *, repeats: int, warmup: int,
             sync(device)
     times: dict[str, list[float]] = {k: [] for k in fns}
     cpu_times: dict[str, list[float]] = {k: [] for k in fns}
-    probes = {k: _MemoryProbe(device) for k in fns}
+    probes = {k: MemoryProbe(device) for k in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             sync(device)
@@ -200,4 +200,3 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
-MemoryProbe = _MemoryProbe  # the public name (bench.tta.run measures each adaptation with it)

@@ -1,7 +1,7 @@
 """One code path for every adaptation entry: ``adapt_image(entry, model, noisy, clean=None)``.
 
 The learned families (heads, all weights, input offset, fresh zero-shot network) all run
-``bench.tta.steps.run_steps`` on a parameter dict through ``torch.func.functional_call``, so the
+``bench.adapt.run_steps`` on a parameter dict through ``torch.func.functional_call``, so the
 model's own weights are never written. For the multi-task networks the body features (when only
 the heads move) and the mask are computed once per image, frozen, as ``bench.adapt`` does. The
 classical family runs NLM; ``none`` is the plain forward pass.
@@ -22,12 +22,11 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad
 
-from ..adapt import inner_parameters
+from ..adapt import Params, forward_with, inner_parameters, run_steps
 from ..losses import aux_loss, l1
 from ..perf.measure import MemoryProbe, sync
 from .classical import nlm_denoise
 from .registry import Adaptation, check_pairing
-from .steps import Params, run_steps
 from .zsn2n import zero_shot_net, zsn2n_loss
 
 
@@ -119,9 +118,7 @@ class _Problem:
 
     def restore(self, p: Params) -> Tensor | tuple[Tensor, Tensor]:
         """The restorer's output on this image (body features reused when only the heads move)."""
-        if self.features is not None:
-            return functional_call(self.restorer, p, (self.noisy,), {"features": self.features})
-        return functional_call(self.restorer, p, (self.noisy,))
+        return forward_with(self.restorer, p, self.noisy, self.features)
 
     def predict(self, p: Params) -> Tensor:
         if self.entry.moves in ("heads", "all"):
