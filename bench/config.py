@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
 
 from .errors import ConfigError
 
@@ -21,6 +21,19 @@ STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _steps_per_epoch(value: Any) -> int | str:
+    if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value > 0):
+        return value
+    raise ValueError("expected a positive integer or 'auto' (one walk over the training images)")
+
+
+# How training patches pick their image (``data.sampler``; bench.data.sampler implements both).
+SamplerMode = Literal["area", "per-image"]
+
+# ``auto``: ceil(training images / batch), one visit per image (the official data loader's epoch).
+StepsPerEpoch = Annotated[int | Literal["auto"], BeforeValidator(_steps_per_epoch)]
 
 
 class DataConfig(_Strict):
@@ -33,6 +46,7 @@ class DataConfig(_Strict):
     eval_repeats: PositiveInt = 1  # independent noise draws per clean eval image (embedded data)
     eval_seed: int = 20240101  # fixes the eval noise: identical for every row and seed
     val_fraction: float = Field(0.1, gt=0, lt=1)  # paper data: held-out share of SIDD/PolyU pairs
+    sampler: SamplerMode = "area"  # "area": images by area; "per-image": each once per walk (official)
 
 
 class PretrainConfig(_Strict):
@@ -47,7 +61,7 @@ class PretrainConfig(_Strict):
 
 class FinetuneConfig(_Strict):
     epochs: PositiveInt = 150
-    steps_per_epoch: PositiveInt = 80
+    steps_per_epoch: StepsPerEpoch = "auto"  # paper data, per-image: ceil(234 / 2) = 117
     batch: PositiveInt = 2
     patch: PositiveInt = 128
     lr: PositiveFloat = 5e-5  # β
@@ -65,7 +79,7 @@ class SupervisedConfig(_Strict):
     """The baselines' supervised training (RIDNet's recipe: L1, Adam 1e-4, batch 16, patch 128)."""
 
     epochs: PositiveInt = 150
-    steps_per_epoch: PositiveInt = 16  # 260 SIDD-Small + PolyU pairs / batch 16
+    steps_per_epoch: StepsPerEpoch = "auto"  # paper data, per-image: ceil(234 / 16) = 15
     batch: PositiveInt = 16
     patch: PositiveInt = 128
     lr: PositiveFloat = 1e-4

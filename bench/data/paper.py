@@ -51,8 +51,8 @@ def load_paper_data(cfg: DataConfig):
         train += [as_uint8(p) for p in t]
         val += v
     return DataBundle(
-        pretrain=Source(div2k, [noise_model(cfg.pretrain_noise)]),
-        train=Source(train),
+        pretrain=Source(div2k, [noise_model(cfg.pretrain_noise)], cfg.sampler),
+        train=Source(train, sampler=cfg.sampler),
         val=_crop_float(val, cfg.eval_crop),
         test=_crop_float(load_nam(root), cfg.eval_crop),
         val_synthetic=_synthetic_eval(load_div2k(root, "valid"), cfg),

@@ -28,8 +28,8 @@ class TrainContext:
 
     def checkpoint(self, epoch: int, model: torch.nn.Module, stateful: list, last: bool = False, **extra) -> None:
         """Epoch ``epoch`` is done: save all a rerun needs to go on from epoch ``epoch + 1`` —
-        weights, the ``stateful`` objects' ``state_dict()`` (optimizers, LR schedulers), both RNG
-        streams, history and the trainer's ``extra`` — at most
+        weights, the ``stateful`` objects' ``state_dict()`` (optimizers, LR schedulers, the patch
+        sampler's walk), both RNG streams, history and the trainer's ``extra`` — at most
         every ``BENCH_CHECKPOINT_SECONDS`` (default 30) so that small stages do not spend their
         time writing. The stage's final epoch is saved as the stage checkpoint instead."""
         if self.save_state is None or last:

@@ -38,9 +38,9 @@ def fit(model: torch.nn.Module, step: StepFn, sample: PatchSampler, *, epochs: i
     """Run ``epochs × steps_per_epoch`` steps; validate every ``val_every`` epochs and at the end,
     keep the state with the highest ``validate(epoch)[score_key]`` and load it back at the end.
 
-    ``stateful`` are the optimizers and LR schedulers ``step`` uses: their state goes into the
-    in-stage checkpoints, and an interrupted stage (``ctx.resume``) goes on from the epoch after
-    its last checkpoint."""
+    ``stateful`` are the optimizers and LR schedulers ``step`` uses, and the sampler: their state
+    goes into the in-stage checkpoints, and an interrupted stage (``ctx.resume``) goes on from the
+    epoch after its last checkpoint."""
     start, saved = ctx.restore(model, stateful)
     best_score, best_state = saved.get("best_score", float("-inf")), saved.get("best_state")
     with ctx.progress((epochs - start + 1) * steps_per_epoch, prefix) as advance:

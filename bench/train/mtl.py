@@ -25,7 +25,9 @@ def finetune_mtl(model: torch.nn.Module, recipe: Recipe, cfg: FinetuneConfig, mt
     if recipe.aux_loss == "mrl":
         params += list(model.mask_net.parameters())
     opt = torch.optim.Adam(params, lr=cfg.lr)
-    total = cfg.epochs * cfg.steps_per_epoch
+    sample = PatchSampler(source, cfg.patch, cfg.batch, ctx.rng)
+    steps_per_epoch = sample.steps_per_epoch(cfg.steps_per_epoch)
+    total = cfg.epochs * steps_per_epoch
     # The paper keeps β constant; "cosine" anneals it to 1 % over the run, which steadies short schedules.
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=cfg.lr * 0.01) \
         if cfg.schedule == "cosine" else None
@@ -50,6 +52,6 @@ def finetune_mtl(model: torch.nn.Module, recipe: Recipe, cfg: FinetuneConfig, mt
         return {"val_psnr": mean_psnr(evaluate(model, recipe, val, mt, recipe.metatest, ctx.device)),
                 "val_psnr_no_metatest": mean_psnr(evaluate(model, recipe, val, mt, False, ctx.device))}
 
-    fit(model, step, PatchSampler(source, cfg.patch, cfg.batch, ctx.rng), epochs=cfg.epochs,
-        steps_per_epoch=cfg.steps_per_epoch, val_every=cfg.val_every, validate=validate,
-        score_key="val_psnr", prefix="finetune", ctx=ctx, stateful=[opt] + ([sched] if sched is not None else []))
+    fit(model, step, sample, epochs=cfg.epochs, steps_per_epoch=steps_per_epoch, val_every=cfg.val_every,
+        validate=validate, score_key="val_psnr", prefix="finetune", ctx=ctx,
+        stateful=[opt] + ([sched] if sched is not None else []) + [sample])

@@ -31,7 +31,7 @@ def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source
     opt2 = torch.optim.Adam(mask_net.parameters(), lr=cfg.lr) if meta else None
     sample = PatchSampler(source, cfg.patch, cfg.batch, ctx.rng)
     passes = 2 if meta else 1
-    stateful = [opt1] + ([opt2] if meta else [])
+    stateful = [opt1] + ([opt2] if meta else []) + [sample]
     start, _ = ctx.restore(model, stateful)
     with ctx.progress((cfg.epochs - start + 1) * cfg.steps_per_epoch * passes,
                       f"pretrain ({recipe.pretrain})") as advance:

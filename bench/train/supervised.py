@@ -17,6 +17,7 @@ from .loop import fit
 def finetune_supervised(model: torch.nn.Module, recipe: Recipe, cfg: SupervisedConfig, mt: MetaTestConfig,
                         source: Source, val: list[ImagePair], ctx: TrainContext) -> None:
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    sample = PatchSampler(source, cfg.patch, cfg.batch, ctx.rng)
 
     def step(noisy, clean) -> float:
         loss = l1(model(noisy), clean)
@@ -28,6 +29,6 @@ def finetune_supervised(model: torch.nn.Module, recipe: Recipe, cfg: SupervisedC
     def validate(epoch: int) -> dict[str, float]:
         return {"val_psnr": mean_psnr(evaluate(model, recipe, val, mt, False, ctx.device))}
 
-    fit(model, step, PatchSampler(source, cfg.patch, cfg.batch, ctx.rng), epochs=cfg.epochs,
-        steps_per_epoch=cfg.steps_per_epoch, val_every=cfg.val_every, validate=validate,
-        score_key="val_psnr", prefix="finetune", ctx=ctx, stateful=[opt])
+    fit(model, step, sample, epochs=cfg.epochs, steps_per_epoch=sample.steps_per_epoch(cfg.steps_per_epoch),
+        val_every=cfg.val_every, validate=validate, score_key="val_psnr", prefix="finetune", ctx=ctx,
+        stateful=[opt, sample])
