@@ -316,7 +316,7 @@ class Strength:
 
 def measure(pairs: list[ImagePair], label: str, cameras: tuple[str, ...], split: str) -> Strength:
     """A :class:`Strength` from paired instances."""
-    from ..report.stats import psnr_float
+    from ..metrics import psnr_float
 
     clean = np.stack([p.clean for p in pairs]).astype(np.float64)
     noisy = np.stack([p.noisy for p in pairs]).astype(np.float64)

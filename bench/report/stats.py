@@ -109,7 +109,6 @@ def wilcoxon_p(d: np.ndarray) -> float:
 
 
 POWER = 0.8
-MSE_FLOOR = 1e-10  # a perfect output scores 100 dB instead of infinity
 
 
 def mde(diffs: Iterable[float], alpha: float = ALPHA, power: float = POWER,
@@ -141,25 +140,6 @@ def mde(diffs: Iterable[float], alpha: float = ALPHA, power: float = POWER,
     else:
         raise ValueError(f"mde: dist {dist!r} must be 't' or 'normal'")
     return float(q * d.std(ddof=1) / np.sqrt(n))
-
-
-def psnr_float(pred: Any, clean: Any) -> float | np.ndarray:
-    """PSNR in dB (data range 1) on float outputs clamped to [0, 1], *not* rounded to 8 bits.
-
-    Paired differences of test-time adaptation live below one grey level, where 8-bit rounding
-    (what ``bench.metrics.psnr`` measures, a saved PNG) can hide or flip them. Per image over the
-    last three axes (HWC or CHW), so a batch gives one value per image; numpy arrays or CPU/GPU
-    tensors. NaN in ``pred`` counts as 0 (as ``metrics.quantize`` does); MSE is floored at 1e-10.
-    """
-    p, c = (np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
-            for x in (pred, clean))
-    if p.shape != c.shape or p.ndim < 3:
-        raise ValueError(f"psnr_float: expected two images of the same shape (..., 3 axes), got {p.shape} "
-                         f"and {c.shape}")
-    p = np.clip(np.nan_to_num(p, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
-    mse = ((p - np.clip(c, 0.0, 1.0)) ** 2).mean(axis=(-3, -2, -1))
-    out = 10.0 * np.log10(1.0 / np.maximum(mse, MSE_FLOOR))
-    return float(out) if np.ndim(out) == 0 else out
 
 
 def distinguishable(res: dict[str, float]) -> bool:

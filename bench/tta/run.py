@@ -24,6 +24,7 @@ from torch.func import functional_call, grad
 
 from ..adapt import Params, forward_with, inner_parameters, run_steps
 from ..losses import aux_loss, l1
+from ..metrics import psnr_float
 from ..perf.measure import MemoryProbe, sync
 from .classical import nlm_denoise
 from .registry import Adaptation, check_pairing
@@ -60,12 +61,6 @@ class AdaptResult:
     trajectory: Tensor | None = None
     moved: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def float_psnr(pred: Tensor, clean: Tensor) -> float:
-    """PSNR in dB of one image, output clamped to [0, 1] and not quantized (data range 1)."""
-    mse = (pred.detach().double().clamp(0, 1) - clean.detach().double()).pow(2).mean().item()
-    return math.inf if mse == 0 else -10.0 * math.log10(mse)
 
 
 def _first(out: Tensor | tuple[Tensor, ...]) -> Tensor:
@@ -198,7 +193,7 @@ def adapt_image(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tenso
             result = AdaptResult(prediction=model(noisy), updates=0)
         if not entry.learns:
             if clean is not None:
-                result.psnr = [clock.diagnostic(lambda: float_psnr(result.prediction, clean))]
+                result.psnr = [clock.diagnostic(lambda: float(psnr_float(result.prediction[0], clean[0])))]
             if trajectory:
                 result.trajectory = result.prediction[None]
     result.seconds_total = clock.total
@@ -237,7 +232,7 @@ def _learned(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor |
                 deltas.append(float((pred - previous.pop()).abs().mean()) * 255)
             previous.append(pred)
             if clean is not None:
-                psnrs.append(float_psnr(pred, clean))
+                psnrs.append(float(psnr_float(pred[0], clean[0])))
         if trajectory:
             kept.append(pred)
 
