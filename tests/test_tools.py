@@ -92,3 +92,9 @@ def test_test_tools_script_installs_only_what_is_missing_and_fails_in_one_line(t
     assert "will skip" in res.stderr
     res = _run_script({**env, "CI": "true"})
     assert res.returncode == 1 and res.stderr.strip().splitlines()[-1].startswith("error: setup: cannot install")
+
+
+def test_ci_runs_exactly_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
+    assert ci.startswith("bash scripts/setup.sh --test && ") and ci in readme.splitlines()
