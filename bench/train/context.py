@@ -10,6 +10,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
+
 from bench.progress import Advance, stage_progress
 
 
