@@ -133,6 +133,7 @@ def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, 
                 return key
             rng = seed_everything(int(stable_hash([seed, name], 8), 16))
             ctx = TrainContext(device=device, rng=rng, log=run.metrics, image=run.image, quiet=quiet, resume=resume,
+                               label=parent.info.run_name if parent else "",
                                save_state=lambda state: cache.save(name, key, {**state, "run_id": run.id}, partial=True))
             if on_validate is not None:
                 ctx.on_validate = on_validate

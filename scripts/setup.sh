@@ -6,8 +6,16 @@
 # machine reuse it. Each checkout gets its own small `.venv` that sees those packages through a
 # .pth file and holds only its own editable install, so two clones never point `bench` at each
 # other's code. Override the cache folder with TTAID_VENV_CACHE.
+#
+# `--test` (the README's test command) also installs the outside tools the browser, LaTeX and
+# dashboard tests need (scripts/test-tools.sh); the main job never asks for them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+    "") test_tools=0 ;;
+    --test) test_tools=1 ;;
+    *) echo "error: setup.sh: unknown option '$1' (expected nothing or --test)" >&2; exit 2 ;;
+esac
 py=${PYTHON:-python3}
 key=$("$py" - <<'PY'
 import hashlib, json, tomllib
@@ -38,9 +46,14 @@ exec 9>&-
 [ -x .venv/bin/python ] || "$py" -m venv --without-pip .venv
 purelib() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 purelib "$venv/bin/python" > "$(purelib .venv/bin/python)/_ttaid_shared.pth"
+# The shared environment's own commands a user runs from the checkout (README: the Optuna dashboard).
+for tool in optuna-dashboard; do
+    if [ -x "$venv/bin/$tool" ]; then ln -sf "$venv/bin/$tool" ".venv/bin/$tool"; fi
+done
 if [ ! -x .venv/bin/bench ]; then  # pip's output is noise unless it fails
     log=$(mktemp)
     .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . >"$log" 2>&1 || { cat "$log" >&2; exit 1; }
     rm -f "$log"
 fi
+if [ "$test_tools" = 1 ]; then bash scripts/test-tools.sh; fi
 echo "setup: ready ($(.venv/bin/python -c 'import torch; print("torch", torch.__version__)'))" >&2

@@ -2,7 +2,6 @@
 the whole report (tables, figures, LaTeX, HTML, MLflow) after a small smoke study."""
 import math
 import re
-import shutil
 import subprocess
 
 import numpy as np
@@ -14,6 +13,7 @@ from bench.cli import main
 from bench.report.runs import TIDY_COLUMNS, RowInfo, melt, split_study_name
 from bench.report.stats import compare, find_pairs, min_p, paired_test, wilcoxon_p
 from bench.report.tables import latex_escape, pairs_table, study_table, summarize, to_html, to_latex, to_markdown
+from tools import headless_chromium, need_tool
 
 RECIPE = {"pretrain": "maxl", "pretrain_aux": "mrl", "grad_loss": True, "finetune": "mtl", "inner_scope": "heads",
           "aux_loss": "mrl", "metatest": True}
@@ -385,9 +385,8 @@ def test_unwritable_out_is_one_line_and_writes_nothing(smoke, capsys, tmp_path, 
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("pdflatex") is None,
-                    reason="pdflatex not installed (apt-get install texlive-latex-base texlive-latex-recommended)")
 def test_latex_tables_compile(smoke, tmp_path):
+    pdflatex, pdftotext = need_tool("pdflatex"), need_tool("pdftotext")
     _, out = smoke
     texs = sorted(out.glob("*.tex"))
     assert texs
@@ -395,29 +394,24 @@ def test_latex_tables_compile(smoke, tmp_path):
     doc = tmp_path / "doc.tex"
     doc.write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
                    f"{body}\n\\end{{document}}\n")
-    res = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
+    res = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout[-2000:]
-    assert (tmp_path / "doc.pdf").stat().st_size > 1000
-
-
-def _chromium() -> str | None:
-    return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome", "chrome")
-                 if shutil.which(b)), None)
+    text = subprocess.run([pdftotext, "-layout", "doc.pdf", "-"], cwd=tmp_path, capture_output=True, text=True,
+                          check=True, timeout=60).stdout
+    assert "Ours without meta-test" in text and "RIDNet" in text  # the tables' rows made it onto the page
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(_chromium() is None, reason="no headless Chromium installed (apt-get install chromium)")
 def test_html_page_renders_in_headless_chromium(smoke, tmp_path):
+    browser = [*headless_chromium(tmp_path / "profile"), "--window-size=1400,2000"]
     _, out = smoke
     page = (out / "report.html").resolve()
     text = page.read_text()
     assert "<script" not in text and "http://" not in text and "https://" not in text  # self-contained
     assert text.count('src="data:image/png;base64,') == len(FIGURES_NAMES)
     shot = tmp_path / "shot.png"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--no-first-run",
-             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,2000"]
-    res = subprocess.run([_chromium(), *flags, f"--screenshot={shot}", page.as_uri()], capture_output=True,
+    res = subprocess.run([*browser, f"--screenshot={shot}", page.as_uri()], capture_output=True,
                          text=True, timeout=120)
     assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
     assert not re.search(r"Uncaught|ERR_FILE_NOT_FOUND|ERR_NAME|Failed to load resource", res.stderr)
@@ -425,6 +419,6 @@ def test_html_page_renders_in_headless_chromium(smoke, tmp_path):
 
     img = imread(str(shot))
     assert img.shape[0] >= 1000 and img.std() > 0.05  # something was drawn, not a blank page
-    dom = subprocess.run([_chromium(), *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True,
+    dom = subprocess.run([*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True,
                          timeout=120).stdout
     assert dom.count("<table") == 2 and dom.count("<img") == len(FIGURES_NAMES)

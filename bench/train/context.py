@@ -10,7 +10,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from bench.progress import Advance, stage_progress
 
 
 @dataclass
@@ -21,6 +22,7 @@ class TrainContext:
     image: Callable[[np.ndarray, str], None] = lambda array, name: None  # e.g. masks for Figs. 5/6
     on_validate: Callable[[int, dict[str, float]], None] = lambda epoch, metrics: None  # e.g. Optuna pruning
     quiet: bool = False
+    label: str = ""  # which row the stage trains, for the progress display
     history: list[dict] = field(default_factory=list)
     save_state: Callable[[dict], None] | None = None  # writes an in-stage checkpoint (atomically)
     resume: dict | None = None  # the interrupted stage's last in-stage checkpoint, if any
@@ -66,20 +68,10 @@ class TrainContext:
         self.log(metrics, step)
 
     @contextmanager
-    def progress(self, total: int, desc: str) -> Iterator[Callable[..., None]]:
-        """A progress bar; yields ``advance(**fields)``. Silent with ``quiet``."""
-        if self.quiet:
-            yield lambda **_: None
-            return
-        cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
-        with Progress(*cols, transient=True) as bar:
-            task = bar.add_task(desc, total=total, info="")
-
-            def advance(**info: float) -> None:
-                text = " ".join(f"{k} {v:.4g}" for k, v in info.items())
-                bar.update(task, advance=1, **({"info": text} if info else {}))
-
+    def progress(self, total: int, desc: str, epochs: int | None = None) -> Iterator[Advance]:
+        """Progress of ``total`` steps (bench.progress); yields ``advance(epoch=…, **fields)``.
+        Silent with ``quiet``."""
+        with stage_progress(total, f"{self.label}: {desc}" if self.label else desc, self.quiet, epochs) as advance:
             yield advance
 
 

@@ -43,7 +43,7 @@ def fit(model: torch.nn.Module, step: StepFn, sample: PatchSampler, *, epochs: i
     epoch after its last checkpoint."""
     start, saved = ctx.restore(model, stateful)
     best_score, best_state = saved.get("best_score", float("-inf")), saved.get("best_state")
-    with ctx.progress((epochs - start + 1) * steps_per_epoch, prefix) as advance:
+    with ctx.progress((epochs - start + 1) * steps_per_epoch, prefix, epochs=epochs) as advance:
         for epoch in range(start, epochs + 1):
             total = 0.0
             for _ in range(steps_per_epoch):
@@ -51,7 +51,7 @@ def fit(model: torch.nn.Module, step: StepFn, sample: PatchSampler, *, epochs: i
                 loss = step(noisy, clean)
                 check_loss(loss, prefix, epoch)
                 total += loss
-                advance(loss=loss)
+                advance(epoch=epoch, loss=loss)
             check_weights(model, prefix, epoch)
             metrics = {f"{prefix}/loss": total / steps_per_epoch}
             if epoch % val_every == 0 or epoch == epochs:

@@ -34,7 +34,7 @@ def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source
     stateful = [opt1] + ([opt2] if meta else []) + [sample]
     start, _ = ctx.restore(model, stateful)
     with ctx.progress((cfg.epochs - start + 1) * cfg.steps_per_epoch * passes,
-                      f"pretrain ({recipe.pretrain})") as advance:
+                      f"pretrain ({recipe.pretrain})", epochs=cfg.epochs) as advance:
         for epoch in range(start, cfg.epochs + 1):
             sums = {"loss_pri": 0.0, "loss_aux": 0.0}
             for _ in range(cfg.steps_per_epoch):  # (a) auxiliary pass
@@ -49,7 +49,7 @@ def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source
                 check_loss(lp.item() + la.item(), "pretrain", epoch)
                 sums["loss_pri"] += lp.item()
                 sums["loss_aux"] += la.item()
-                advance(loss=lp.item())
+                advance(epoch=epoch, loss=lp.item())
             metrics = {f"pretrain/{k}": v / cfg.steps_per_epoch for k, v in sums.items()}
             if meta:
                 metrics["pretrain/loss_meta"] = _meta_pass(restorer, mask_net, opt2, sample, cfg, ctx, advance,
