@@ -1,6 +1,10 @@
 """`bench run table2 --preset smoke` end to end: table, MLflow contents, a free second run, a new seed."""
+import os
 import re
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,3 +104,38 @@ def test_same_seed_gives_identical_metrics_on_cpu(tmp_path, run_cli, mlflow_clie
         _, _, (parent,) = parent_runs(mlflow_client(tmp_path / home), "one-")
         metrics.append({k: v for k, v in parent.data.metrics.items() if "/" in k})
     assert metrics[0] == metrics[1] and "test/psnr" in metrics[0]
+
+
+def test_a_wheel_install_runs_the_shipped_study_from_another_directory(smoke_home, tmp_path):
+    """`pip install .` (not editable) into a fresh venv that sees the shared dependencies, then
+    `bench run table2 --preset smoke` from elsewhere: the packaged study is found, the table is the same."""
+    import torch
+
+    root = Path(__file__).resolve().parent.parent
+    src = tmp_path / "src"  # a copy: pip builds in the tree it is given
+    for name in ("bench", "methods"):
+        shutil.copytree(root / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    purelib = subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    shared = Path(torch.__file__).resolve().parent.parent  # where the shared dependencies live
+    (Path(purelib) / "_ttaid_shared.pth").write_text(f"{shared}\n")
+    pip = subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", str(src)],
+                         capture_output=True, text=True, timeout=600)
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    shutil.rmtree(src)  # the installed copy must not need its source
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    where = subprocess.run([py, "-c", "import bench; print(bench.__file__)"], cwd=elsewhere, capture_output=True,
+                           text=True, check=True).stdout
+    assert where.startswith(purelib), where
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "PYTHONPATH")}
+    res = subprocess.run([venv / "bin" / "bench", "run", "table2", "--preset", "smoke", "--quiet", "--home",
+                          smoke_home.home], cwd=elsewhere, capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    strip = lambda text: {k: re.sub(r"\s+", " ", v) for k, v in table_rows(text).items()}  # noqa: E731
+    assert strip(res.stdout) == strip(smoke_home.out)
