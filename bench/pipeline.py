@@ -23,7 +23,7 @@ from methods import MethodSpec
 from . import tags, tracking
 from .config import Preset, stable_hash
 from .data import DataBundle
-from .errors import BenchError
+from .errors import BenchError, ConfigError
 from .evaluate import evaluate
 from .train.context import TrainContext, seed_everything
 from .train.mtl import finetune_mtl
@@ -205,3 +205,14 @@ def reference_split(stages: list[str]) -> str:
 def resolve_method(name: str, recipe_overrides: dict | None = None) -> MethodSpec:
     spec = methods.get(name)
     return spec.with_recipe(**recipe_overrides) if recipe_overrides else spec
+
+
+def meta_learned_method(name: str, refusal: str) -> MethodSpec:
+    """The registered method ``name``, which must be meta-learned (MTL); else ``ConfigError(refusal)``."""
+    try:
+        spec = resolve_method(name)
+    except KeyError as e:
+        raise ConfigError(str(e.args[0])) from None
+    if spec.recipe.finetune != "mtl":
+        raise ConfigError(refusal)
+    return spec

@@ -16,8 +16,8 @@ import yaml
 
 from . import tracking
 from .config import Preset
-from .errors import BenchError, ConfigError
-from .pipeline import resolve_method
+from .errors import BenchError
+from .pipeline import meta_learned_method
 from .studies import RowSpec, StudyRunner, StudySpec, run_trial, user_studies_dir
 
 
@@ -56,12 +56,8 @@ class Tuner:
     def __init__(self, method: str, preset_name: str, preset: Preset, seed: int, home: Path,
                  storage: str | None = None, device: str = "auto", quiet: bool = False,
                  space: dict[str, Param] | None = None, startup_trials: int = 2, warmup_epochs: int = 0) -> None:
-        try:
-            spec = resolve_method(method)
-        except KeyError as e:
-            raise ConfigError(str(e.args[0])) from None
-        if spec.recipe.finetune != "mtl":
-            raise ConfigError(f"bench tune: {method!r} is not meta-learned; the search space is MTL's and meta-test's")
+        meta_learned_method(method, f"bench tune: {method!r} is not meta-learned; the search space is MTL's and "
+                                    "meta-test's")
         self.method, self.seed, self.space = method, seed, space or SPACE
         study = StudySpec(title=f"tune {method}", reference_row="none", rows=[RowSpec(name=method, method=method)])
         self.runner = StudyRunner(f"tune-{method}", study, preset_name, preset, [seed], home, storage, device, quiet)
