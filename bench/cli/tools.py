@@ -45,9 +45,9 @@ def ui(
     """Open the MLflow UI on the tracking store that `bench run` writes to."""
     from ..tracking import tracking_uri
 
-    home_dir = home_dir(home)
-    home_dir.mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri(home_dir)
+    where = home_dir(home)
+    where.mkdir(parents=True, exist_ok=True)
+    uri = tracking_uri(where)
     console.print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)")
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
