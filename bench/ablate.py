@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .pipeline import resolve_method
-from .studies import RowSpec, StudySpec, check_study
 
 
 @dataclass(frozen=True)
@@ -33,18 +31,18 @@ ABLATIONS: dict[str, Ablation] = {a.flag: a for a in [
 ]}
 
 
-def ablation_study(base: str, flags: list[str]) -> tuple[str, StudySpec]:
-    """Rows: the base, one row per flag, and all flags together when there are several."""
+def ablation_study(base: str, flags: list[str]):
+    """The study ``(name, StudySpec)``. Rows: the base, one row per flag, and all flags together
+    when there are several. (The table above is read by the command line before torch loads.)"""
+    from .pipeline import meta_learned_method
+    from .studies import RowSpec, StudySpec, check_study
+
     if not flags:
         raise ConfigError(f"bench ablate: give at least one of --{', --'.join(ABLATIONS)}")
-    try:
-        base_spec = resolve_method(base)
-    except KeyError as e:
-        raise ConfigError(str(e.args[0])) from None
-    if base_spec.recipe.finetune != "mtl":
-        raise ConfigError(f"bench ablate: base {base!r} is not a meta-learned method; its components cannot be ablated")
+    meta_learned_method(base, f"bench ablate: base {base!r} is not a meta-learned method; its components cannot "
+                              "be ablated")
 
-    def row(name: str, chosen: list[Ablation]) -> RowSpec:
+    def row(name: str, chosen: list[Ablation]):
         recipe = {k: v for a in chosen for k, v in a.recipe}
         metatest = False if any(a.metatest is False for a in chosen) else None
         return RowSpec(name=name, method=base, recipe=recipe, metatest=metatest,

@@ -1,6 +1,6 @@
 """Validated configuration: a preset (hyper-parameters + data) with ``--set key=value`` overrides.
 
-Presets live in ``studies/presets.yaml``; every field is checked by pydantic (unknown keys, wrong
+Presets live in ``bench/studyfiles/presets.yaml`` (package data); every field is checked by pydantic (unknown keys, wrong
 types and out-of-range values are errors), and the resolved config is frozen and hashed so that
 stage checkpoints can be keyed by exactly what produced them.
 """
@@ -16,7 +16,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloa
 
 from .errors import ConfigError
 
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "studies"
+STUDIES_DIR = Path(__file__).resolve().parent / "studyfiles"  # shipped in the wheel (package data)
 
 
 class _Strict(BaseModel):
@@ -110,14 +110,15 @@ class Preset(_Strict):
         try:
             return Preset.model_validate(apply_overrides(self.model_dump(mode="json"), list(overrides)))
         except ValidationError as e:
-            raise ConfigError(_one_line(e, where)) from None
+            raise ConfigError(one_line(e, where)) from None
 
 
 def stable_hash(payload: Any, n: int = 16) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:n]
 
 
-def _one_line(err: ValidationError, where: str) -> str:
+def one_line(err: ValidationError, where: str) -> str:
+    """A pydantic error as the one-line ``where: field: message (got value)`` users see."""
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"])
     return f"{where}: {loc}: {e['msg']}" + (f" (got {e['input']!r})" if e["type"] != "missing" else "")
@@ -179,8 +180,8 @@ def load_preset(name: str, overrides: list[str] = (), path: Path | None = None) 
     try:
         Preset.model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_one_line(e, f"{path} [{name}]")) from None
+        raise ConfigError(one_line(e, f"{path} [{name}]")) from None
     try:
         return Preset.model_validate(apply_overrides(raw, list(overrides)))
     except ValidationError as e:
-        raise ConfigError(_one_line(e, "--set")) from None
+        raise ConfigError(one_line(e, "--set")) from None

@@ -20,10 +20,10 @@ import torch
 import methods
 from methods import MethodSpec
 
-from . import tracking
+from . import tags, tracking
 from .config import Preset, stable_hash
 from .data import DataBundle
-from .errors import BenchError
+from .errors import BenchError, ConfigError
 from .evaluate import evaluate
 from .train.context import TrainContext, seed_everything
 from .train.mtl import finetune_mtl
@@ -39,6 +39,7 @@ class RowResult:
     images: list[dict]  # tidy per-image rows
     params: dict[str, int]
     checkpoint: Path  # the last stage's checkpoint (``model``, ``payload``, ``run_id``, ``history``)
+    checkpoint_run: str  # the stage run that trained that checkpoint (its ``run_id``)
 
 
 class StageCache:
@@ -100,8 +101,9 @@ class StageCache:
 
 def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, exp_id: str,
            train: Callable[[TrainContext], None], device: torch.device, seed: int, quiet: bool,
-           on_validate: Callable | None = None) -> str:
-    """Train one stage in its nested MLflow run, or load it from the cache.
+           on_validate: Callable | None = None) -> tuple[str, str]:
+    """Train one stage in its nested MLflow run, or load it from the cache; returns the stage key
+    and the id of the run that trained the checkpoint.
 
     Resuming after a kill: a stage with an in-stage checkpoint goes on from it in the run that
     started it; a row whose run already has this stage's nested run does not get a second one.
@@ -114,23 +116,23 @@ def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, 
         earlier = tracking.child_runs(parent.info.run_id, exp_id, key) if parent else []
         if cached is not None and any(r.info.status == "FINISHED" for r in earlier):
             model.load_state_dict(cached["model"])  # this row's run already records the stage
-            return key
+            return key, cached.get("run_id", "")
         run_id = resume["run_id"] if resume is not None else None
         for r in earlier:  # left RUNNING by a killed process and not resumed: end it
             if r.info.run_id != run_id and r.info.status == "RUNNING":
                 tracking.end_orphan(r.info.run_id)
-        tags = {"stage": name, "stage_key": key}
+        stage_tags = {tags.STAGE: name, tags.STAGE_KEY: key}
         if resume is not None:
-            tags["resumed_from_epoch"] = resume["epoch"]
-        with tracking.run(name, exp_id, nested=True, tags=tags, run_id=run_id) as run:
+            stage_tags[tags.RESUMED_FROM_EPOCH] = resume["epoch"]
+        with tracking.run(name, exp_id, nested=True, tags=stage_tags, run_id=run_id) as run:
             if resume is None:
                 run.params({"stage_key": key, **payload})
             if cached is not None:
                 model.load_state_dict(cached["model"])
-                run.tags({"reused": "true", "trained_in_run": cached.get("run_id", "")})
+                run.tags({tags.REUSED: "true", tags.TRAINED_IN_RUN: cached.get("run_id", "")})
                 for rec in cached.get("history", []):
                     run.metrics({k: v for k, v in rec.items() if k != "step"}, rec["step"])
-                return key
+                return key, cached.get("run_id", "")
             rng = seed_everything(int(stable_hash([seed, name], 8), 16))
             ctx = TrainContext(device=device, rng=rng, log=run.metrics, image=run.image, quiet=quiet, resume=resume,
                                label=parent.info.run_name if parent else "",
@@ -140,9 +142,9 @@ def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, 
             train(ctx)
             path = cache.save(name, key, {"model": model.state_dict(), "history": ctx.history,
                                           "run_id": run.id, "payload": payload})
-            run.tags({"reused": "false"})
+            run.tags({tags.REUSED: "false"})
             run.artifact(path, "checkpoints")
-    return key
+            return key, run.id
 
 
 def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, seed: int,
@@ -175,10 +177,11 @@ def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, 
     # A cached later stage makes the earlier ones unnecessary: start from the last one on disk.
     first = max((i for i, (name, p, _) in enumerate(stages) if cache.has(name, stable_hash(p))), default=0)
     for name, p, train in stages[first:]:
-        _stage(name, p, model, cache, exp_id, train, device, seed, quiet, on_validate if name == "finetune" else None)
+        _, trained_in = _stage(name, p, model, cache, exp_id, train, device, seed, quiet,
+                               on_validate if name == "finetune" else None)
     last_name, last_payload, _ = stages[-1]
     images, metrics = [], {}
-    val = data.val if until == "finetune" else data.val_synthetic
+    val = getattr(data, val_split(until))
     for split, pairs in (("val", val), ("test", data.test)):
         rows = evaluate(model, recipe, pairs, preset.metatest, metatest, device)
         for r in rows:
@@ -186,9 +189,31 @@ def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, 
         for m in ("psnr", "ssim", "ssim_gauss"):
             metrics[f"{split}/{m}"] = float(np.mean([r[m] for r in rows]))
     return RowResult(metrics, images, spec.with_recipe(metatest=metatest).param_counts(model),
-                     cache.path(last_name, stable_hash(last_payload)))
+                     cache.path(last_name, stable_hash(last_payload)), trained_in)
+
+
+def val_split(stage: str) -> str:
+    """The validation images a row scored after ``stage`` uses: the fine-tuning data's held-out
+    split, or (pre-training only) the validation images with the pre-training noise."""
+    return "val" if stage == "finetune" else "val_synthetic"
+
+
+def reference_split(stages: list[str]) -> str:
+    """The validation images of a study's "Noisy input" row: those of its fine-tuned rows, if any."""
+    return "val" if "val" in {val_split(s) for s in stages} else "val_synthetic"
 
 
 def resolve_method(name: str, recipe_overrides: dict | None = None) -> MethodSpec:
     spec = methods.get(name)
     return spec.with_recipe(**recipe_overrides) if recipe_overrides else spec
+
+
+def meta_learned_method(name: str, refusal: str) -> MethodSpec:
+    """The registered method ``name``, which must be meta-learned (MTL); else ``ConfigError(refusal)``."""
+    try:
+        spec = resolve_method(name)
+    except KeyError as e:
+        raise ConfigError(str(e.args[0])) from None
+    if spec.recipe.finetune != "mtl":
+        raise ConfigError(refusal)
+    return spec

@@ -2,7 +2,9 @@
 
 The Optuna study is persistent (a journal file under the bench home by default, or any storage
 URL), so rerunning a finished command trains nothing: complete trials are read back and the same
-table is printed. Each trial is one MLflow parent run; its stages are nested runs.
+table is printed. Each trial is one MLflow parent run; its stages are nested runs. The run's
+per-image rows (``images.csv``) are the results; the Optuna trial keeps only the run's id. The
+"Noisy input" reference is logged once per study, as rows of its own run.
 """
 from __future__ import annotations
 
@@ -13,19 +15,19 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
-import numpy as np
 import optuna
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import methods
 
-from . import tracking
-from .config import STUDIES_DIR, Preset, _one_line, read_yaml, stable_hash
+from . import tags, tracking
+from .config import STUDIES_DIR, Preset, one_line, read_yaml
 from .data import DataBundle, load_data
+from .device import parse_device
 from .errors import BenchError, ConfigError, DivergenceError
 from .evaluate import noisy_rows
-from .pipeline import FINETUNERS, StageCache, resolve_method, run_row
+from .pipeline import FINETUNERS, RowResult, StageCache, reference_split, resolve_method, run_row
+from .studyname import StudyName
 from .trialqueue import TrialQueue
 from .workers import run_workers
 
@@ -54,24 +56,35 @@ class StudySpec(BaseModel):
     paper: dict[str, dict[str, float]] = Field(default_factory=dict)  # row -> the paper's numbers
 
 
-def study_names() -> list[str]:
-    return sorted(p.stem for p in STUDIES_DIR.glob("*.yaml") if p.stem != "presets")
+REFERENCE_ROW = "Noisy input"
 
 
-def load_study(name: str) -> tuple[str, StudySpec]:
-    """A study by name (``studies/<name>.yaml``) or by path to a YAML file."""
+def user_studies_dir(home: Path) -> Path:
+    """Where a user's own and ``bench tune``'s studies live: under the bench home, never the package."""
+    return home / "studies"
+
+
+def study_names(home: Path | None = None) -> list[str]:
+    """The shipped studies, and those under ``home``'s studies folder."""
+    dirs = [STUDIES_DIR] + ([user_studies_dir(home)] if home is not None else [])
+    return sorted({p.stem for d in dirs for p in d.glob("*.yaml") if p.stem != "presets"})
+
+
+def load_study(name: str, home: Path | None = None) -> tuple[str, StudySpec]:
+    """A study by path to a YAML file, or by name: ``<home>/studies/<name>.yaml``, else a shipped one."""
     path = Path(name)
     if path.suffix in (".yaml", ".yml"):
         if not path.exists():
             raise ConfigError(f"{path}: study file not found")
     else:
-        path = STUDIES_DIR / f"{name}.yaml"
-        if not path.exists():
-            raise ConfigError(f"unknown study {name!r}; known studies: {', '.join(study_names())}")
+        user = user_studies_dir(home) / f"{name}.yaml" if home is not None else None
+        path = user if user is not None and user.exists() else STUDIES_DIR / f"{name}.yaml"
+        if not path.exists() or name == "presets":
+            raise ConfigError(f"unknown study {name!r}; known studies: {', '.join(study_names(home))}")
     try:
         spec = StudySpec.model_validate(read_yaml(path) or {})
     except ValidationError as e:
-        raise ConfigError(_one_line(e, str(path))) from None
+        raise ConfigError(one_line(e, str(path))) from None
     check_study(spec, str(path))
     return path.stem, spec
 
@@ -92,6 +105,9 @@ def check_study(spec: StudySpec, where: str) -> None:
     names = [r.name for r in spec.rows]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: row names must be unique, got {names}")
+    if spec.reference_row == "noisy" and REFERENCE_ROW in names:
+        raise ConfigError(f"{where}: row name {REFERENCE_ROW!r} is taken by the reference row; "
+                          f"rename the row or set reference_row: none")
 
 
 def open_storage(storage: str | None, home: Path):
@@ -110,29 +126,54 @@ def open_storage(storage: str | None, home: Path):
                          f"({str(e).splitlines()[0][:160]})") from None
 
 
-def log_row_result(run: tracking.Run, trial: optuna.Trial, result, keys: dict) -> None:
-    """Metrics, per-image rows and the checkpoint's whereabouts, on the MLflow run and the trial."""
+def log_row_result(run: tracking.Run, result: RowResult, keys: dict) -> None:
+    """Metrics, per-image rows (the results every table is built from) and the checkpoint's whereabouts."""
     run.metrics(result.metrics)
     run.metrics({f"params/{k}": v for k, v in result.params.items()})
     run.table([{**keys, **r} for r in result.images], "images.csv")
-    ckpt = torch.load(result.checkpoint, map_location="cpu", weights_only=False)
-    run.tags({"checkpoint": result.checkpoint.resolve(), "checkpoint_run": ckpt["run_id"]})
-    trial.set_user_attr("metrics", result.metrics)
-    trial.set_user_attr("checkpoint", str(result.checkpoint.resolve()))
-    trial.set_user_attr("params", result.params)
-    trial.set_user_attr("mlflow_run_id", run.id)
+    run.tags({tags.CHECKPOINT: result.checkpoint.resolve(), tags.CHECKPOINT_RUN: result.checkpoint_run})
+
+
+def run_trial(runner: "StudyRunner", trial: optuna.Trial, row: RowSpec, seed: int, run_name: str | None = None,
+              on_validate=None) -> float:
+    """One row × seed as one MLflow parent run (reopened when the trial resumes an interrupted one):
+    train or reuse its stages, evaluate, log the rows; returns the validation PSNR."""
+    spec = resolve_method(row.method, row.recipe)
+    default = spec.recipe.metatest and row.stage == "finetune"
+    metatest = default if row.metatest is None else row.metatest
+    exp_id = tracking.experiment(runner.study_name, runner.home)
+    resume = trial.user_attrs.get("resume_run")
+    if resume is not None and not tracking.exists(resume):
+        resume = None
+    with tracking.run(run_name or f"{row.name} [seed {seed}]", exp_id, run_id=resume,
+                      tags={tags.ROW: row.name, tags.SEED: seed, tags.STUDY: runner.study_name,
+                            tags.OPTUNA_TRIAL: trial.number, tags.OPTUNA_STORAGE: runner.storage_label}) as run:
+        trial.set_user_attr("mlflow_run_id", run.id)  # all Optuna keeps; a retry after a kill reopens this run
+        run.params({"row": row.name, "method": spec.name, "seed": seed, "metatest": metatest,
+                    "row_set": ";".join(row.set), "device": str(runner.device), "recipe": spec.recipe.__dict__,
+                    **dict(item.split("=", 1) for item in row.set)})
+        run.dict({"study": runner.spec.model_dump(), "preset": runner.preset.model_dump(mode="json")}, "config.json")
+        try:
+            result = run_row(spec, metatest, runner.preset.with_overrides(row.set), runner.data, seed, runner.device,
+                             StageCache(runner.home / "cache"), exp_id, runner.quiet, until=row.stage,
+                             on_validate=on_validate)
+        except DivergenceError as e:
+            trial.set_user_attr("error", str(e))
+            trial.set_user_attr("diverged", True)  # deterministic: a rerun would diverge again
+            raise
+        log_row_result(run, result, {"study": runner.study_name, "row": row.name, "method": spec.name, "seed": seed})
+    return result.metrics["val/psnr"]
 
 
 class StudyRunner:
-    """Runs the rows × seeds of one study under one preset and returns the tidy results."""
+    """Runs the rows × seeds of one study under one preset; the results are the MLflow runs' rows."""
 
     def __init__(self, name: str, spec: StudySpec, preset_name: str, preset: Preset, seeds: list[int],
                  home: Path, storage: str | None = None, device: str = "auto", quiet: bool = False) -> None:
         self.name, self.spec, self.preset, self.seeds = name, spec, preset, seeds
         self.home, self.quiet = home, quiet
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if device == "auto" else device))
-        self.study_name = f"{name}-{preset_name}-{preset.digest()[:8]}"
+        self.device = parse_device(device)
+        self.study_name = StudyName.of(name, preset_name, preset.digest()).format()
         self.storage_url = storage
         self.storage_label = tracking.mask_secret(storage) if storage else f"journal:{home / 'optuna.journal'}"
         tracking.setup(home)  # first: an unreachable tracking server must not leave a new study behind
@@ -152,23 +193,52 @@ class StudyRunner:
             self._data = load_data(self.preset.data)
         return self._data
 
-    def _study(self) -> optuna.Study:
-        return optuna.create_study(study_name=self.study_name, storage=self.storage,
-                                   direction="maximize", load_if_exists=True)
+    def study(self, sampler=None, pruner=None) -> optuna.Study:
+        return optuna.create_study(study_name=self.study_name, storage=self.storage, direction="maximize",
+                                   load_if_exists=True, sampler=sampler, pruner=pruner)
 
     def wanted(self) -> list[dict]:
         return [{"row": r.name, "seed": s} for r in self.spec.rows for s in self.seeds]
 
     def run(self, workers: int = 1) -> list[optuna.trial.FrozenTrial]:
         """Run the missing row × seed trials, in ``workers`` processes, and wait for those that
-        another command runs on the same storage; returns the complete trials."""
+        another command runs on the same storage; returns the complete trials of this command's seeds."""
         self._check_patches()  # loads (and validates) the data before any study, run or trial is created
         StageCache(self.home / "cache")  # writable
-        queue = TrialQueue(self._study(), self.home / "locks")
+        queue = TrialQueue(self.study(), self.home / "locks")
         if queue.missing(self.wanted(), _settled) or queue.busy(self.wanted()):
             tracking.experiment(self.study_name, self.home)
             run_workers(self._work, workers)
-        return [t for t in self._study().get_trials(deepcopy=False) if t.state == State.COMPLETE]
+        with queue.locked():  # two commands at once log the reference once
+            self.log_reference()
+        return [t for t in self.study().get_trials(deepcopy=False)
+                if t.state == State.COMPLETE and t.params.get("seed") in self.seeds]
+
+    def log_reference(self) -> str | None:
+        """The "Noisy input" rows, logged once per study as a run of their own; returns its id."""
+        if self.spec.reference_row != "noisy":
+            return None
+        exp_id = tracking.experiment(self.study_name, self.home)
+        val_name = reference_split([r.stage for r in self.spec.rows])
+        found = tracking.find_runs(exp_id, {tags.REFERENCE: val_name})
+        if found:
+            return found[0].info.run_id
+        keys = {"study": self.study_name, "row": REFERENCE_ROW, "method": "noisy", "seed": 0, "metatest": False}
+        with tracking.run(REFERENCE_ROW, exp_id, tags={tags.REFERENCE: val_name, tags.STUDY: self.study_name}) as run:
+            val = getattr(self.data, val_name)
+            run.table([{**keys, "split": split, **r} for split, pairs in (("val", val), ("test", self.data.test))
+                       for r in noisy_rows(pairs)], "images.csv")
+            return run.id
+
+    def failed(self, complete: list[optuna.trial.FrozenTrial]) -> dict[str, str]:
+        """Row → why it failed, for the rows of this command's seeds with no complete trial."""
+        done = {t.params.get("row") for t in complete}
+        out = {}
+        for t in self.study().get_trials(deepcopy=False, states=(State.FAIL,)):
+            row = t.params.get("row")
+            if row not in done and t.params.get("seed") in self.seeds:
+                out[row] = t.user_attrs.get("error", "failed")
+        return out
 
     def _check_patches(self) -> None:
         """Every training patch fits the images of the source it is cut from (fail before any run)."""
@@ -188,7 +258,7 @@ class StudyRunner:
         """Claim and run queued trials until every row is done; also retries rows whose process
         died, and waits for rows that another live process is running."""
         tracking.setup(self.home)
-        queue = TrialQueue(self._study(), self.home / "locks")
+        queue = TrialQueue(self.study(), self.home / "locks")
         while True:
             with queue.locked():
                 queue.recover()
@@ -207,7 +277,9 @@ class StudyRunner:
         study = queue.study
         try:
             with queue.heartbeat(trial):
-                value = self._objective(trial)
+                rows = {r.name: r for r in self.spec.rows}
+                row = rows[trial.suggest_categorical("row", tuple(rows))]
+                value = run_trial(self, trial, row, trial.suggest_int("seed", 0, 2**31 - 1))
         except DivergenceError:  # FAIL with the reason; the other rows go on
             study.tell(trial, state=State.FAIL)
             return
@@ -215,63 +287,6 @@ class StudyRunner:
             study.tell(trial, state=State.FAIL)
             raise
         study.tell(trial, value)
-
-    def _objective(self, trial: optuna.Trial) -> float:
-        rows = {r.name: r for r in self.spec.rows}
-        row = rows[trial.suggest_categorical("row", tuple(rows))]
-        seed = trial.suggest_int("seed", 0, 2**31 - 1)
-        spec = resolve_method(row.method, row.recipe)
-        default = spec.recipe.metatest and row.stage == "finetune"
-        metatest = default if row.metatest is None else row.metatest
-        exp_id = tracking.experiment(self.study_name, self.home)
-        resume = trial.user_attrs.get("resume_run")
-        if resume is not None and not tracking.exists(resume):
-            resume = None
-        with tracking.run(f"{row.name} [seed {seed}]", exp_id, run_id=resume,
-                          tags={"row": row.name, "seed": seed, "study": self.study_name,
-                                "optuna_trial": trial.number, "optuna_storage": self.storage_label}) as run:
-            trial.set_user_attr("mlflow_run_id", run.id)  # a retry after a kill reopens this run
-            run.params({"row": row.name, "method": spec.name, "seed": seed, "metatest": metatest,
-                        "row_set": ";".join(row.set), "device": str(self.device), "recipe": spec.recipe.__dict__})
-            run.dict({"study": self.spec.model_dump(), "preset": self.preset.model_dump(mode="json")}, "config.json")
-            try:
-                result = run_row(spec, metatest, self.preset.with_overrides(row.set), self.data, seed, self.device,
-                                 StageCache(self.home / "cache"), exp_id, self.quiet, until=row.stage)
-            except DivergenceError as e:
-                trial.set_user_attr("error", str(e))
-                trial.set_user_attr("diverged", True)  # deterministic: a rerun would diverge again
-                raise
-            log_row_result(run, trial, result, {"study": self.study_name, "row": row.name, "method": spec.name,
-                                                "seed": seed})
-        return result.metrics["val/psnr"]
-
-    def table(self, trials: list[optuna.trial.FrozenTrial]) -> list[dict]:
-        """One record per row: mean and std over seeds of each metric, params, number of seeds."""
-        out = []
-        if self.spec.reference_row == "noisy":
-            rec = {"row": "Noisy input", "n": 1}
-            val = self.data.val if any(r.stage == "finetune" for r in self.spec.rows) else self.data.val_synthetic
-            for split, pairs in (("val", val), ("test", self.data.test)):
-                rows = noisy_rows(pairs)
-                for m in ("psnr", "ssim"):
-                    rec[f"{split}/{m}"] = (float(np.mean([r[m] for r in rows])), 0.0)
-            out.append(rec)
-        for row in self.spec.rows:
-            ts = [t for t in trials if t.params.get("row") == row.name and t.params.get("seed") in self.seeds]
-            if not ts:
-                failed = [t for t in self._study().get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-                          if t.params.get("row") == row.name]
-                if failed:
-                    out.append({"row": row.name, "n": 0, "failed": failed[-1].user_attrs.get("error", "failed")})
-                continue
-            rec = {"row": row.name, "n": len(ts), "params": ts[0].user_attrs["params"]}
-            for key in ("val/psnr", "val/ssim", "test/psnr", "test/ssim"):
-                vals = [t.user_attrs["metrics"][key] for t in ts]
-                rec[key] = (float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0)
-            if row.name in self.spec.paper:
-                rec["paper"] = self.spec.paper[row.name]
-            out.append(rec)
-        return out
 
 
 def _settled(t: optuna.trial.FrozenTrial) -> bool:
@@ -283,4 +298,4 @@ def default_home() -> Path:
     return Path(os.environ.get("BENCH_HOME", ".bench"))
 
 
-__all__ = ["StudyRunner", "load_study", "study_names", "default_home", "stable_hash"]
+__all__ = ["StudyRunner", "load_study", "study_names", "default_home", "run_trial", "REFERENCE_ROW"]

@@ -16,3 +16,4 @@ CHECKPOINT = "checkpoint"  # a row run's checkpoint file
 CHECKPOINT_RUN = "checkpoint_run"  # the stage run that logged that checkpoint
 REPORT = "bench_report"  # runs written by `bench report`
 PARENT = "mlflow.parentRunId"  # MLflow's own
+REFERENCE = "reference"  # a study's "Noisy input" rows run; the value names its validation split (val | val_synthetic)

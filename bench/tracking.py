@@ -21,6 +21,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import mlflow  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from .tags import ERROR, PARENT, STAGE_KEY  # noqa: E402
 from .errors import BenchError  # noqa: E402
 
 # No "creating initial database tables" chatter on first use (set after mlflow configures its loggers).
@@ -168,8 +169,8 @@ def run(name: str, experiment_id: str | None = None, nested: bool = False,
     """
     if run_id is not None:
         active = mlflow.start_run(run_id=run_id, nested=nested)
-        if "error" in active.data.tags:  # the reason it stopped last time no longer holds
-            MlflowClient().delete_tag(run_id, "error")
+        if ERROR in active.data.tags:  # the reason it stopped last time no longer holds
+            MlflowClient().delete_tag(run_id, ERROR)
         Run(active).tags(tags or {})
     else:
         active = mlflow.start_run(run_name=name, experiment_id=experiment_id, nested=nested,
@@ -179,7 +180,7 @@ def run(name: str, experiment_id: str | None = None, nested: bool = False,
     except BaseException as e:
         killed = type(e).__name__ == "TrialPruned" or isinstance(e, KeyboardInterrupt)
         if not killed:
-            MlflowClient().set_tag(active.info.run_id, "error", f"{type(e).__name__}: {e}"[:500])
+            MlflowClient().set_tag(active.info.run_id, ERROR, f"{type(e).__name__}: {e}"[:500])
         mlflow.end_run("KILLED" if killed else "FAILED")
         raise
     mlflow.end_run("FINISHED")
@@ -196,13 +197,20 @@ def exists(run_id: str) -> bool:
 def child_runs(parent_id: str, experiment_id: str, stage_key: str) -> list[mlflow.entities.Run]:
     """The nested runs of ``parent_id`` that trained or loaded the stage ``stage_key``, oldest first."""
     runs = MlflowClient().search_runs(
-        [experiment_id], f"tags.mlflow.parentRunId = '{parent_id}' and tags.stage_key = '{stage_key}'",
+        [experiment_id], f"tags.{PARENT} = '{parent_id}' and tags.{STAGE_KEY} = '{stage_key}'",
         order_by=["attributes.start_time ASC"])
     return list(runs)
+
+
+def find_runs(experiment_id: str, tag_values: dict[str, str]) -> list[mlflow.entities.Run]:
+    """The FINISHED runs of an experiment that carry these tag values, newest first."""
+    query = " and ".join(f"tags.{k} = '{v}'" for k, v in tag_values.items())
+    return list(MlflowClient().search_runs([experiment_id], f"{query} and attributes.status = 'FINISHED'",
+                                           order_by=["attributes.start_time DESC"]))
 
 
 def end_orphan(run_id: str) -> None:
     """End a run that a killed process left RUNNING as KILLED (it will not be resumed)."""
     client = MlflowClient()
-    client.set_tag(run_id, "error", "the process running it died; superseded by a later run")
+    client.set_tag(run_id, ERROR, "the process running it died; superseded by a later run")
     client.set_terminated(run_id, "KILLED")

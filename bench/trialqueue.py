@@ -6,6 +6,10 @@ for as long as its process lives — the kernel drops it when the process dies, 
 Queueing, claiming and the liveness check all happen under one study-wide lock, so two commands
 started at once neither run a row twice nor take a just-claimed trial for a dead one. Trials
 claimed on another machine (a shared RDB storage) are judged by Optuna's heartbeat instead.
+
+Two things have no public Optuna API: writing a user attribute on a trial this process did not
+ask for (``recover``), and the RDB heartbeat thread (``heartbeat``). They use Optuna internals,
+checked against optuna 5.0 (the range pyproject.toml pins).
 """
 from __future__ import annotations
 
@@ -109,7 +113,8 @@ class TrialQueue:
         if not self.study.get_trials(deepcopy=False, states=(State.WAITING,)):
             return None
         trial = self.study.ask()
-        if "fixed_params" not in self.study._storage.get_trial(trial._trial_id).system_attrs:
+        frozen = next(t for t in self.study.get_trials(deepcopy=False) if t.number == trial.number)
+        if "fixed_params" not in frozen.system_attrs:
             # another machine took the last queued one meanwhile; ask() made a fresh, empty trial
             self.study.tell(trial, state=State.PRUNED)
             return None
@@ -126,7 +131,7 @@ class TrialQueue:
 
     def heartbeat(self, trial: optuna.Trial) -> ContextManager:
         """Optuna's heartbeat thread for ``trial`` where the storage has one (RDB), else nothing."""
-        from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled  # pinned optuna
+        from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled  # optuna 5.0, pinned
 
         storage = self.study._storage
         return get_heartbeat_thread(trial._trial_id, storage) if is_heartbeat_enabled(storage) else nullcontext()

@@ -15,10 +15,10 @@ import optuna
 import yaml
 
 from . import tracking
-from .config import STUDIES_DIR, Preset
-from .errors import BenchError, ConfigError
-from .pipeline import StageCache, resolve_method, run_row
-from .studies import StudyRunner, StudySpec, RowSpec, log_row_result
+from .config import Preset
+from .errors import BenchError
+from .pipeline import meta_learned_method
+from .studies import RowSpec, StudyRunner, StudySpec, run_trial, user_studies_dir
 
 
 @dataclass(frozen=True)
@@ -49,34 +49,29 @@ SPACE: dict[str, Param] = {
 }
 
 
-class Tuner(StudyRunner):
-    """A study whose trials sample hyper-parameters for one method instead of enumerating rows."""
+class Tuner:
+    """A study whose trials sample hyper-parameters for one method: each trial is the method's row
+    with the sampled values as its ``set:`` overrides, run by the study runner's ``run_trial``."""
 
     def __init__(self, method: str, preset_name: str, preset: Preset, seed: int, home: Path,
                  storage: str | None = None, device: str = "auto", quiet: bool = False,
                  space: dict[str, Param] | None = None, startup_trials: int = 2, warmup_epochs: int = 0) -> None:
-        try:
-            self.method = resolve_method(method)
-        except KeyError as e:
-            raise ConfigError(str(e.args[0])) from None
-        if self.method.recipe.finetune != "mtl":
-            raise ConfigError(f"bench tune: {method!r} is not meta-learned; the search space is MTL's and meta-test's")
-        spec = StudySpec(title=f"tune {method}", rows=[RowSpec(name=method, method=method)])
-        super().__init__(f"tune-{method}", spec, preset_name, preset, [seed], home, storage, device, quiet)
-        self.seed, self.space = seed, space or SPACE
+        meta_learned_method(method, f"bench tune: {method!r} is not meta-learned; the search space is MTL's and "
+                                    "meta-test's")
+        self.method, self.seed, self.space = method, seed, space or SPACE
+        study = StudySpec(title=f"tune {method}", reference_row="none", rows=[RowSpec(name=method, method=method)])
+        self.runner = StudyRunner(f"tune-{method}", study, preset_name, preset, [seed], home, storage, device, quiet)
         self.pruner_args = (startup_trials, warmup_epochs)
 
-    def _study(self) -> optuna.Study:
-        return optuna.create_study(
-            study_name=self.study_name, storage=self.storage, direction="maximize", load_if_exists=True,
-            sampler=optuna.samplers.TPESampler(seed=self.seed),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=self.pruner_args[0],
-                                               n_warmup_steps=self.pruner_args[1]))
+    def study(self) -> optuna.Study:
+        return self.runner.study(sampler=optuna.samplers.TPESampler(seed=self.seed),
+                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=self.pruner_args[0],
+                                                                    n_warmup_steps=self.pruner_args[1]))
 
     def tune(self, trials: int, timeout: float | None = None, enqueue: list[dict] = ()) -> optuna.Study:
-        study = self._study()
-        self.data  # validate the data before any trial
-        tracking.experiment(self.study_name, self.home)
+        study = self.study()
+        self.runner.data  # validate the data before any trial
+        tracking.experiment(self.runner.study_name, self.runner.home)
         for params in enqueue:
             study.enqueue_trial(params)
         study.optimize(self._objective, n_trials=trials, timeout=timeout, catch=())
@@ -84,22 +79,14 @@ class Tuner(StudyRunner):
 
     def _objective(self, trial: optuna.Trial) -> float:
         overrides = [f"{k}={p.suggest(trial, k)}" for k, p in self.space.items()]
-        preset = self.preset.with_overrides(overrides)
-        exp_id = tracking.experiment(self.study_name, self.home)
+        row = RowSpec(name=self.method, method=self.method, metatest=True, set=overrides)
 
         def report(epoch: int, val: dict[str, float]) -> None:
             trial.report(val["val_psnr"], epoch)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"val PSNR {val['val_psnr']:.2f} dB at epoch {epoch} below the median")
 
-        with tracking.run(f"trial {trial.number}", exp_id, tags={"study": self.study_name, "row": self.method.name,
-                                                                  "optuna_trial": trial.number}) as run:
-            run.params({"method": self.method.name, "seed": self.seed, **dict(o.split("=", 1) for o in overrides)})
-            result = run_row(self.method, True, preset, self.data, self.seed, self.device,
-                             StageCache(self.home / "cache"), exp_id, self.quiet, on_validate=report)
-            log_row_result(run, trial, result, {"study": self.study_name, "row": self.method.name,
-                                                "method": self.method.name, "seed": self.seed})
-        return result.metrics["val/psnr"]
+        return run_trial(self.runner, trial, row, self.seed, run_name=f"trial {trial.number}", on_validate=report)
 
 
 def write_best(study: optuna.Study, method: str, preset_name: str, out: Path) -> Path:
@@ -124,5 +111,6 @@ def write_best(study: optuna.Study, method: str, preset_name: str, out: Path) ->
     return out
 
 
-def default_out(method: str) -> Path:
-    return STUDIES_DIR / f"tuned-{method}.yaml"
+def default_out(method: str, home: Path) -> Path:
+    """``<home>/studies/tuned-METHOD.yaml``: ``bench run tuned-METHOD --home HOME`` finds it by name."""
+    return user_studies_dir(home) / f"tuned-{method}.yaml"

@@ -1,19 +1,15 @@
 """The command line: method listing, and bad input as one line with exit code 2."""
+import ast
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.cli import main
-
-
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 def test_methods_json_reports_the_paper_counts(capsys):
@@ -81,10 +77,10 @@ BAD_INPUT = [
 
 
 @pytest.mark.parametrize("args,needle", BAD_INPUT, ids=lambda v: v if isinstance(v, str) else None)
-def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, needle):
+def test_bad_input_is_one_line_and_exit_2(run_cli, tmp_path, args, needle):
     args = args(tmp_path) if callable(args) else args
     home = [] if args[0] in ("denoise", "perf") else ["--home", str(tmp_path)]
-    code, _, err = run_cli(capsys, *args, *home)
+    code, _, err = run_cli(*args, *home)
     assert code == 2, err
     assert needle in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
@@ -95,9 +91,9 @@ def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, needle):
             [e.experiment_id for e in MlflowClient(f"sqlite:///{db}").search_experiments()])
 
 
-def test_unreachable_tracking_server_fails_in_seconds(capsys, tmp_path, monkeypatch):
+def test_unreachable_tracking_server_fails_in_seconds(run_cli, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:1")
-    code, _, err = run_cli(capsys, "run", "table2", "--preset", "smoke", "--home", str(tmp_path))
+    code, _, err = run_cli("run", "table2", "--preset", "smoke", "--home", str(tmp_path))
     assert code == 2 and "MLflow tracking server http://127.0.0.1:1 cannot be reached" in err
     assert not (tmp_path / "optuna.journal").exists()
 
@@ -109,18 +105,102 @@ def test_no_traceback_from_the_console_script(tmp_path):
     assert proc.stderr.strip().startswith("error: unknown study") and "Traceback" not in proc.stderr
 
 
-def test_corrupted_stage_checkpoint_is_one_line_and_leaves_nothing_running(capsys, tmp_path):
+def test_corrupted_stage_checkpoint_is_one_line_and_leaves_nothing_running(run_cli, tmp_path):
     rows = "rows:\n  - {name: a, method: ours, stage: pretrain}\n"
     (tmp_path / "first.yaml").write_text("title: first\n" + rows)
     (tmp_path / "second.yaml").write_text("title: second\n" + rows)  # same row: reuses the stage checkpoint
-    main(["run", str(tmp_path / "first.yaml"), "--preset", "smoke", "--quiet", "--home", str(tmp_path)])
+    assert run_cli("run", tmp_path / "first.yaml", "--preset", "smoke", "--quiet", "--home", tmp_path)[0] == 0
     (ckpt,) = (tmp_path / "cache").glob("pretrain-*.pt")
     ckpt.write_bytes(ckpt.read_bytes()[:100])  # a copy cut short
-    capsys.readouterr()
-    code, _, err = run_cli(capsys, "run", str(tmp_path / "second.yaml"), "--preset", "smoke", "--quiet",
+    code, _, err = run_cli("run", str(tmp_path / "second.yaml"), "--preset", "smoke", "--quiet",
                            "--home", str(tmp_path))
     assert code == 2 and f"{ckpt}: corrupted checkpoint" in err and "delete it" in err
     assert len(err.strip().splitlines()) == 1
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert runs and not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def test_ablate_has_one_flag_per_ablation_and_shares_the_study_options(run_cli):
+    from bench.ablate import ABLATIONS
+
+    _, ablate_help, _ = run_cli("ablate", "--help")
+    _, run_help, _ = run_cli("run", "--help")
+    for a in ABLATIONS.values():
+        assert f"--{a.flag}" in ablate_help
+    for opt in ("--preset", "--set", "--seeds", "--device", "--storage", "--data-root", "--home", "--workers",
+                "--quiet"):
+        assert opt in ablate_help and opt in run_help
+    storage = [re.sub(r"[│\s]+", " ", text.split("--storage", 1)[1].split("--data-root", 1)[0])
+               for text in (ablate_help, run_help)]
+    assert storage[0] == storage[1] and "journal file" in storage[0]  # one definition, one help text
+
+
+def test_studies_ship_in_the_package_and_user_studies_live_in_the_home(tmp_path):
+    import bench
+    from bench.config import STUDIES_DIR
+    from bench.studies import load_study, study_names
+    from bench.tune import default_out
+
+    assert STUDIES_DIR.parent == Path(bench.__file__).parent  # package data, not the source tree's top
+    assert {"table1", "table2", "table3"} <= set(study_names())
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "mine.yaml").write_text("title: mine\nrows:\n  - {name: a, method: ours}\n")
+    assert "mine" in study_names(tmp_path) and load_study("mine", tmp_path)[1].title == "mine"
+    assert default_out("ours", tmp_path) == tmp_path / "studies" / "tuned-ours.yaml"
+
+
+# private names imported from another project module; Optuna internals are pinned in pyproject.toml
+PRIVATE_IMPORT_OFFENDERS_ELSEWHERE = ("bench/denoise.py", "bench/report/figures", "bench/perf/")
+
+
+def _private_imports(path: Path, root: Path) -> list[str]:
+    """``from x import _y`` and ``x._y`` (x an imported project module) in one file."""
+    tree = ast.parse(path.read_text())
+    modules, found = set(), []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            project = node.level > 0 or (node.module or "").split(".")[0] in ("bench", "methods")
+            for a in node.names:
+                if project and a.name.startswith("_") and not a.name.startswith("__"):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: from {'.' * node.level}{node.module or ''} "
+                                 f"import {a.name}")
+                elif project:
+                    modules.add(a.asname or a.name)
+        elif isinstance(node, ast.Import):
+            modules |= {(a.asname or a.name).split(".")[0] for a in node.names
+                        if a.name.split(".")[0] in ("bench", "methods")}
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                and node.attr.startswith("_") and not node.attr.startswith("__")):
+            found.append(f"{path.relative_to(root)}:{node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+def _offenders() -> list[str]:
+    root = Path(__file__).resolve().parent.parent
+    return [f for d in ("bench", "methods") for p in sorted((root / d).rglob("*.py")) for f in _private_imports(p, root)]
+
+
+def test_the_private_import_check_finds_one():
+    src = "from .adapt import _forward\nfrom . import adapt\nadapt._inner_steps()\nfrom .x import y\ny._z\n"
+    root = Path(__file__).resolve().parent
+    tmp = root / "_probe_private.py"
+    tmp.write_text(src)
+    try:
+        found = _private_imports(tmp, root)
+    finally:
+        tmp.unlink()
+    assert sorted(f.split(": ", 1)[1] for f in found) == ["adapt._inner_steps", "from .adapt import _forward", "y._z"]
+
+
+def test_my_files_import_no_private_names_across_modules():
+    mine = [f for f in _offenders() if not f.startswith(PRIVATE_IMPORT_OFFENDERS_ELSEWHERE)]
+    assert not mine, "\n".join(mine)
+
+
+@pytest.mark.xfail(strict=False, reason="denoise.py, report/figures and perf/ still import adapt/io private names; "
+                                         "their owners move them to public functions (issue 17)")
+def test_no_module_imports_a_private_name_from_another():
+    offenders = _offenders()
+    assert not offenders, "\n".join(offenders)

@@ -10,9 +10,11 @@ import pytest
 from scipy import stats as sps
 
 from bench.cli import main
-from bench.report.runs import TIDY_COLUMNS, RowInfo, melt, split_study_name
+from bench.report.runs import TIDY_COLUMNS, RowInfo, melt
 from bench.report.stats import compare, find_pairs, min_p, paired_test, wilcoxon_p
-from bench.report.tables import latex_escape, pairs_table, study_table, summarize, to_html, to_latex, to_markdown
+from bench.report.summary import summarize
+from bench.report.tables import latex_escape, pairs_table, study_table, to_html, to_latex, to_markdown
+from bench.studyname import StudyName
 from tools import headless_chromium, need_tool
 
 RECIPE = {"pretrain": "maxl", "pretrain_aux": "mrl", "grad_loss": True, "finetune": "mtl", "inner_scope": "heads",
@@ -31,13 +33,6 @@ def tidy_rows(values: dict) -> pd.DataFrame:
             recs.append({"study": "t-smoke-0123abcd", "row": r, "method": "ours", "seed": seed, "split": split,
                          "metatest": True, "image": f"img{i}", "metric": metric, "value": v, "run_id": f"{r}{seed}"})
     return pd.DataFrame(recs, columns=TIDY_COLUMNS)
-
-
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
 
 
 # -- tables from hand-made tidy rows -------------------------------------------------------------
@@ -183,9 +178,9 @@ def test_images_csv_melts_to_long_form():
     long = melt(wide)
     assert list(long.columns) == [c for c in TIDY_COLUMNS if c != "run_id"]
     assert sorted(long["metric"]) == ["psnr", "ssim", "ssim_gauss"] and long["metatest"].all()
-    assert split_study_name("table2-quick-1a2b3c4d") == ("table2", "quick", "1a2b3c4d")
-    assert split_study_name("my-study-smoke-1a2b3c4d") == ("my-study", "smoke", "1a2b3c4d")
-    assert split_study_name("Default") is None
+    assert StudyName.parse("table2-quick-1a2b3c4d") == StudyName("table2", "quick", "1a2b3c4d")
+    assert StudyName.parse("my-study-smoke-1a2b3c4d") == StudyName("my-study", "smoke", "1a2b3c4d")
+    assert StudyName.parse("Default") is None
 
 
 def test_crop_lands_where_the_methods_differ():
@@ -199,20 +194,38 @@ def test_crop_lands_where_the_methods_differ():
 
 # -- bad input -------------------------------------------------------------------------------------
 
-def test_unknown_table_and_missing_runs_are_one_line_exit_2(capsys, tmp_path, monkeypatch):
+def test_unknown_table_and_missing_runs_are_one_line_exit_2(run_cli, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "out"
-    code, _, err = run_cli(capsys, "report", "table9", "--home", str(tmp_path), "--out", str(out))
+    code, _, err = run_cli("report", "table9", "--home", str(tmp_path), "--out", str(out))
     assert code == 2 and "unknown table 'table9'" in err and "table2" in err
-    code, _, err = run_cli(capsys, "report", "table2", "--preset", "smoke", "--home", str(tmp_path), "--out", str(out))
+    code, _, err = run_cli("report", "table2", "--preset", "smoke", "--home", str(tmp_path), "--out", str(out))
     assert code == 2 and "no finished runs of study 'table2'" in err
     assert f"bench run table2 --preset smoke --home {tmp_path}" in err
-    code, _, err = run_cli(capsys, "report", "--home", str(tmp_path), "--out", str(out))
+    code, _, err = run_cli("report", "--home", str(tmp_path), "--out", str(out))
     assert code == 2 and "no finished study runs" in err and "bench run" in err
-    code, _, err = run_cli(capsys, "report", "ablate", "--home", str(tmp_path), "--out", str(out))
+    code, _, err = run_cli("report", "ablate", "--home", str(tmp_path), "--out", str(out))
     assert code == 2 and "no finished ablation studies" in err and "bench ablate" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
     assert not out.exists() and not (tmp_path / "mlflow.db").exists()  # reading creates nothing
+
+
+@pytest.mark.slow
+def test_report_prints_the_table_bench_run_printed(smoke_home, run_cli, tmp_path, monkeypatch):
+    """One results path: `bench report` and `bench run` print the same study table from the same rows."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    code, out, err = run_cli("report", "table2", "--no-figures", "--no-log", "--markdown", "--out", tmp_path,
+                             "--home", smoke_home.home)
+    assert code == 0, err
+
+    def study_table_lines(text):
+        lines = text.splitlines()
+        start = next(i for i, ln in enumerate(lines) if ln.startswith("Table 2"))
+        end = next(i for i, ln in enumerate(lines) if i > start and ln.startswith("└"))
+        return [re.sub(r"\s+", " ", ln) for ln in lines[start:end + 1]]
+
+    assert study_table_lines(out) == study_table_lines(smoke_home.out)
+    assert "Noisy input" in "".join(study_table_lines(out))
 
 
 # -- the whole report after a smoke study ----------------------------------------------------------------
@@ -352,7 +365,7 @@ def test_report_is_logged_to_mlflow_beside_the_rows(smoke):
 
 
 @pytest.mark.slow
-def test_run_ids_select_runs_and_a_rerun_reuses_the_report_run(smoke, capsys, tmp_path, monkeypatch):
+def test_run_ids_select_runs_and_a_rerun_reuses_the_report_run(smoke, capsys, run_cli, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -368,17 +381,17 @@ def test_run_ids_select_runs_and_a_rerun_reuses_the_report_run(smoke, capsys, tm
     assert " ± " not in line and "| 1 |" in line  # one seed
     assert not (tmp_path / "reptest.tex").exists()  # only the asked format
     assert len(client.search_runs([exp.experiment_id], "tags.bench_report = 'true'")) == 1
-    code, _, err = run_cli(capsys, *args, "--run-id", "0" * 32)
+    code, _, err = run_cli(*args, "--run-id", "0" * 32)
     assert code == 2 and "--run-id" in err
 
 
 @pytest.mark.slow
-def test_unwritable_out_is_one_line_and_writes_nothing(smoke, capsys, tmp_path, monkeypatch):
+def test_unwritable_out_is_one_line_and_writes_nothing(smoke, run_cli, tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     home, _ = smoke
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code, _, err = run_cli(capsys, "report", "reptest", "--no-figures", "--out", str(blocker / "sub"),
+    code, _, err = run_cli("report", "reptest", "--no-figures", "--out", str(blocker / "sub"),
                            "--home", str(home))
     assert code == 2 and "--out" in err and len(err.strip().splitlines()) == 1
     assert blocker.read_text() == "not a folder"

@@ -14,12 +14,14 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from .. import tags
 from ..errors import BenchError
 from . import page
 from .figures import FigureOut, make_figures
 from .runs import StudyRuns, find_study, studies_from_run_ids, study_names_in_store
 from .stats import compare, find_pairs
-from .tables import console_records, pairs_table, study_table, summarize, to_html, to_latex, to_markdown
+from .summary import study_records, study_summary
+from .tables import pairs_table, study_table, to_html, to_latex, to_markdown
 
 TABLES = ("table1", "table2", "table3", "ablate")
 
@@ -72,13 +74,13 @@ def _run_hint(name: str, preset: str | None, home: Path | None) -> str:
 
 
 def resolve_studies(table: str, client: MlflowClient | None, uri: str, preset: str | None, run_ids: list[str],
-                    home_opt: Path | None) -> list[StudyRuns]:
+                    home_opt: Path | None, home: Path | None = None) -> list[StudyRuns]:
     from ..studies import study_names
     from ..tracking import mask_secret
 
     name = _study_name(table)
     in_store = study_names_in_store(client) if client is not None else []
-    known = {"all", *TABLES, *study_names(), *in_store}
+    known = {"all", *TABLES, *study_names(home), *in_store}
     if name not in known and Path(table).suffix not in (".yaml", ".yml"):
         raise BenchError(f"unknown table {table!r}; expected one of: {', '.join(['all', *TABLES])}"
                          + (f", or a study in the store: {', '.join(in_store)}" if in_store else ""))
@@ -128,10 +130,10 @@ def _prepare_out(out: Path) -> Path:
 def build_study(study: StudyRuns, tmp: Path, figures: bool, device: str) -> StudyReport:
     rows = list(study.rows.values())
     tidy = study.tidy
-    summary = summarize(tidy, [r.name for r in rows])
+    summary = study_summary(study)  # the study's rows and its "Noisy input" reference row
     base = rows[0].name if study.is_ablation and rows else None
     comparisons = compare(tidy, find_pairs(rows, base), paper=study.paper)
-    rep = StudyReport(study, summary, comparisons, console_records(summary, rows, study.paper))
+    rep = StudyReport(study, summary, comparisons, study_records(study, summary))
     title = f"{study.title} [{study.preset_name}]"
     main = study_table(study.study, title, summary, rows, study.paper, study.data_source, study.preset_name,
                        study.experiment_name)
@@ -177,13 +179,13 @@ def _move_into(tmp: Path, out: Path, studies: list[str]) -> list[Path]:
 
 def _log(study: StudyRuns, out: Path, written: list[Path], html_page: Path | None) -> str:
     client = study.client
-    found = client.search_runs([study.experiment_id], "tags.bench_report = 'true'", max_results=1,
+    found = client.search_runs([study.experiment_id], f"tags.{tags.REPORT} = 'true'", max_results=1,
                                order_by=["attributes.start_time DESC"])
     if found:
         run_id = found[0].info.run_id
     else:
         run = client.create_run(study.experiment_id, run_name="report",
-                                tags={"bench_report": "true", "study": study.experiment_name})
+                                tags={tags.REPORT: "true", tags.STUDY: study.experiment_name})
         run_id = run.info.run_id
     client.set_tag(run_id, "report_runs", ",".join(r.id for r in study.runs)[:5000])
     mine = {out / f"{study.study}.tex", out / f"{study.study}.md", out / "data" / f"{study.study}.csv"}
@@ -205,7 +207,7 @@ def build_reports(table: str, out: Path, *, latex: bool = False, markdown: bool 
     if not (latex or markdown or html):
         latex = markdown = True
     client, uri = tracking_client(home, tracking_uri)
-    studies = resolve_studies(table, client, uri, preset, list(run_ids), home_opt)
+    studies = resolve_studies(table, client, uri, preset, list(run_ids), home_opt, home)
     tmp = _prepare_out(out)
     reports: list[StudyReport] = []
     try:

@@ -1,11 +1,10 @@
-"""The study table as printed by ``bench run``: ours beside the paper's numbers, never mixed."""
+"""The study table on the console (``bench run``, ``bench ablate``, ``bench report``): ours beside the paper's numbers."""
 from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
 
-COLUMNS = (("val/psnr", "val PSNR", 2), ("val/ssim", "val SSIM", 4), ("test/psnr", "test PSNR", 2),
-           ("test/ssim", "test SSIM", 4))
+from .summary import COLUMNS, fmt_params
 
 
 def _cell(value: tuple[float, float] | None, digits: int, n: int) -> str:
@@ -15,18 +14,12 @@ def _cell(value: tuple[float, float] | None, digits: int, n: int) -> str:
     return f"{mean:.{digits}f}" + (f" ± {std:.{digits}f}" if n > 1 else "")
 
 
-def _params(p: dict | None) -> str:
-    if not p:
-        return "—"
-    total = f"{p['total'] / 1e6:.2f} M"
-    return total + (f" / {p['adapted'] / 1e6:.3f} M" if p.get("adapted") else "")
-
-
 def study_table(title: str, records: list[dict], data_source: str, baseline: str | None = None) -> Table:
-    """The study's rows; with ``baseline``, two more columns: each row's PSNR minus the baseline's."""
+    """The study's rows (``summary.study_records``); with ``baseline``, two more columns: each row's
+    PSNR minus the baseline's."""
     table = Table(title=title, title_justify="left")
     table.add_column("row", no_wrap=True)
-    for _, label, _ in COLUMNS:
+    for _, _, label, _ in COLUMNS:
         table.add_column(label, justify="right")
     table.add_column("params (total / adapted)", justify="right")
     table.add_column("seeds", justify="right")
@@ -41,8 +34,8 @@ def study_table(title: str, records: list[dict], data_source: str, baseline: str
         if "failed" in r:  # a row whose every trial failed: the reason, never a number
             table.add_row(r["row"], f"[red]failed: {r['failed']}[/]", *[""] * (len(table.columns) - 2))
             continue
-        cells = [_cell(r.get(key), d, r["n"]) for key, _, d in COLUMNS]
-        row = [r["row"], *cells, _params(r.get("params")), str(r["n"]) if "params" in r else "—"]
+        cells = [_cell(r.get(f"{split}/{metric}"), d, r["n"]) for split, metric, _, d in COLUMNS]
+        row = [r["row"], *cells, fmt_params(r.get("params")), str(r["n"]) if "params" in r else "—"]
         if base:
             row += [f"{r[k][0] - base[k][0]:+.2f}" if r is not base and "params" in r else ""
                     for k in ("val/psnr", "test/psnr")]

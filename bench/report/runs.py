@@ -1,9 +1,10 @@
 """Reading finished studies back from MLflow: which runs, their tidy per-image rows, their stages.
 
-A study's experiment is named ``<study>-<preset>-<hash8>`` (``StudyRunner.study_name``). For each
+A study's experiment is named by ``bench.studyname.StudyName``. For each
 row × seed the latest FINISHED parent run that carries a checkpoint tag is used (or exactly the
 runs named with ``--run-id``). Everything a table needs comes from the runs' ``images.csv``
-artifacts, melted to long form: one row per study × row × method × seed × split × image × metric.
+artifacts, melted to long form: one row per study × row × method × seed × split × image × metric;
+the study's "Noisy input" rows come from its reference run (tag ``reference``) the same way.
 """
 from __future__ import annotations
 
@@ -22,7 +23,9 @@ import pandas as pd  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
+from .. import tags  # noqa: E402
 from ..errors import BenchError  # noqa: E402
+from ..studyname import StudyName  # noqa: E402
 
 METRICS = ("psnr", "ssim", "ssim_gauss")
 ID_COLUMNS = ("study", "row", "method", "seed", "split", "metatest", "image")
@@ -32,14 +35,6 @@ RECIPE_FIELDS = ("pretrain", "pretrain_aux", "grad_loss", "finetune", "inner_sco
 
 def _bool(text: Any) -> bool:
     return str(text).strip().lower() in ("true", "1", "yes")
-
-
-def split_study_name(name: str) -> tuple[str, str, str] | None:
-    """``table2-quick-1a2b3c4d`` → (table2, quick, 1a2b3c4d); None for names of another shape."""
-    parts = name.rsplit("-", 2)
-    if len(parts) != 3 or len(parts[2]) != 8 or not all(c in "0123456789abcdef" for c in parts[2]):
-        return None
-    return parts[0], parts[1], parts[2]
 
 
 @dataclass
@@ -91,11 +86,11 @@ class RowRun:
 
     @property
     def row(self) -> str:
-        return self.run.data.tags["row"]
+        return self.run.data.tags[tags.ROW]
 
     @property
     def seed(self) -> int:
-        return int(self.run.data.tags.get("seed", self.run.data.params.get("seed", 0)))
+        return int(self.run.data.tags.get(tags.SEED, self.run.data.params.get("seed", 0)))
 
     @property
     def method(self) -> str:
@@ -107,12 +102,12 @@ class RowRun:
 
     @property
     def checkpoint(self) -> Path:
-        return Path(self.run.data.tags.get("checkpoint", ""))
+        return Path(self.run.data.tags.get(tags.CHECKPOINT, ""))
 
     @property
     def trained_in(self) -> str:
         """The run that trained the last stage (its masks and checkpoint artifacts live there)."""
-        return self.run.data.tags.get("checkpoint_run", "")
+        return self.run.data.tags.get(tags.CHECKPOINT_RUN, "")
 
     @property
     def recipe(self) -> dict[str, Any]:
@@ -128,12 +123,16 @@ class RowRun:
 class StudyRuns:
     """The selected runs of one study experiment, with lazily downloaded artifacts."""
 
-    def __init__(self, client: MlflowClient, experiment_id: str, experiment_name: str, runs: list[RowRun]) -> None:
+    def __init__(self, client: MlflowClient, experiment_id: str, experiment_name: str, runs: list[RowRun],
+                 config: dict | None = None) -> None:
+        """``config``: the study spec and preset, when the caller has them (else read from the latest run)."""
         self.client, self.experiment_id, self.experiment_name = client, experiment_id, experiment_name
         self.runs = sorted(runs, key=lambda r: (r.row, r.seed))
-        parts = split_study_name(experiment_name)
-        self.study, self.preset_name = (parts[0], parts[1]) if parts else (experiment_name, "?")
+        name = StudyName.parse(experiment_name)
+        self.study, self.preset_name = (name.study, name.preset) if name else (experiment_name, "?")
         self._tmp = tempfile.TemporaryDirectory(prefix="bench-report-")
+        if config is not None:
+            self.__dict__["config"] = config  # the cached_property's slot
 
     # -- artifacts ---------------------------------------------------------------------------
     def download(self, run_id: str, path: str) -> Path:
@@ -232,15 +231,39 @@ class StudyRuns:
     @cached_property
     def tidy(self) -> pd.DataFrame:
         """Long-form per-image rows of every selected run (columns ``TIDY_COLUMNS``)."""
+        return self._rows([r.id for r in self.runs])
+
+    @cached_property
+    def reference_tidy(self) -> pd.DataFrame:
+        """The "Noisy input" rows of the study's latest reference run (none if it has none)."""
+        if self.spec.get("reference_row", "noisy") != "noisy":
+            return self._rows([])
+        from ..pipeline import reference_split
+
+        val_name = reference_split([r.get("stage", "finetune") for r in self.spec.get("rows", [])])
+        found = self.client.search_runs(
+            [self.experiment_id], f"tags.{tags.REFERENCE} = '{val_name}' and attributes.status = 'FINISHED'",
+            max_results=1, order_by=["attributes.start_time DESC"])
+        return self._rows([r.info.run_id for r in found])
+
+    @property
+    def reference_row(self) -> str | None:
+        """The reference row's name, when the study has reference rows."""
+        names = self.reference_tidy["row"].unique()
+        return str(names[0]) if len(names) else None
+
+    def _rows(self, run_ids: list[str]) -> pd.DataFrame:
         frames = []
-        for r in self.runs:
-            wide = pd.read_csv(self.download(r.id, "images.csv"))
-            wide["run_id"] = r.id
+        for rid in run_ids:
+            wide = pd.read_csv(self.download(rid, "images.csv"))
+            wide["run_id"] = rid
             frames.append(wide)
+        if not frames:
+            return pd.DataFrame(columns=list(TIDY_COLUMNS))
         return melt(pd.concat(frames, ignore_index=True))
 
     def nested(self, parent_id: str) -> list[Run]:
-        return self.client.search_runs([self.experiment_id], f"tags.mlflow.parentRunId = '{parent_id}'")
+        return self.client.search_runs([self.experiment_id], f"tags.{tags.PARENT} = '{parent_id}'")
 
     def history(self, run_id: str, key: str) -> list[tuple[int, float]]:
         return sorted((m.step, m.value) for m in self.client.get_metric_history(run_id, key))
@@ -270,20 +293,19 @@ def experiments(client: MlflowClient) -> list:
 
 
 def study_names_in_store(client: MlflowClient) -> list[str]:
-    return sorted({p[0] for e in experiments(client) if (p := split_study_name(e.name))})
+    return sorted({n.study for e in experiments(client) if (n := StudyName.parse(e.name))})
 
 
 def finished_runs(client: MlflowClient, experiment_id: str) -> list[RowRun]:
     """The latest FINISHED, complete parent run of each row × seed."""
-    runs = client.search_runs([experiment_id], "tags.row != ''", max_results=50_000,
+    runs = client.search_runs([experiment_id], f"tags.{tags.ROW} != ''", max_results=50_000,
                               order_by=["attributes.start_time DESC"])
     latest: dict[tuple[str, str], RowRun] = {}
     for run in runs:
-        tags = run.data.tags
-        if (run.info.status != "FINISHED" or "mlflow.parentRunId" in tags or not tags.get("row")
-                or "checkpoint" not in tags):
+        t = run.data.tags
+        if run.info.status != "FINISHED" or tags.PARENT in t or not t.get(tags.ROW) or tags.CHECKPOINT not in t:
             continue
-        latest.setdefault((tags["row"], tags.get("seed", "")), RowRun(run))
+        latest.setdefault((t[tags.ROW], t.get(tags.SEED, "")), RowRun(run))
     return list(latest.values())
 
 
@@ -291,8 +313,8 @@ def find_study(client: MlflowClient, study: str, preset: str | None) -> StudyRun
     """The most recent experiment of ``study`` (under ``preset`` if given) that has finished runs."""
     candidates = []
     for e in experiments(client):
-        parts = split_study_name(e.name)
-        if parts and parts[0] == study and (preset is None or parts[1] == preset):
+        name = StudyName.parse(e.name)
+        if name and name.study == study and (preset is None or name.preset == preset):
             candidates.append(e)
     for e in sorted(candidates, key=lambda e: (e.creation_time or 0, e.last_update_time or 0), reverse=True):
         runs = finished_runs(client, e.experiment_id)
@@ -309,7 +331,7 @@ def studies_from_run_ids(client: MlflowClient, run_ids: list[str]) -> list[Study
             run = client.get_run(rid)
         except Exception:
             raise BenchError(f"--run-id {rid}: no such run in the tracking store") from None
-        if not run.data.tags.get("row") or "checkpoint" not in run.data.tags:
+        if not run.data.tags.get(tags.ROW) or tags.CHECKPOINT not in run.data.tags:
             raise BenchError(f"--run-id {rid}: not a finished row run of a study (no row/checkpoint tag)")
         if run.info.status != "FINISHED":
             raise BenchError(f"--run-id {rid}: run is {run.info.status}, not FINISHED")
@@ -325,3 +347,10 @@ def studies_from_run_ids(client: MlflowClient, run_ids: list[str]) -> list[Study
             seen[(r.row, r.seed)] = r
         out.append(StudyRuns(client, exp_id, name, runs))
     return out
+
+
+def open_study(client: MlflowClient, experiment_name: str, run_ids: list[str], config: dict) -> StudyRuns:
+    """The given finished row runs of one study (``bench run``'s just-finished trials), as ``StudyRuns``."""
+    exp = client.get_experiment_by_name(experiment_name)
+    runs = [RowRun(client.get_run(rid)) for rid in run_ids]
+    return StudyRuns(client, exp.experiment_id if exp else "", experiment_name, runs, config)

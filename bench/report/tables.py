@@ -1,4 +1,4 @@
-"""Tables 1–3 as pandas queries over the tidy per-image rows, rendered as LaTeX, Markdown and HTML.
+"""Tables 1–3 as files: the summary of the tidy per-image rows (``summary``) rendered as LaTeX, Markdown, HTML.
 
 A table is first built as a small format-free document (``TableDoc``: header groups, cells that
 know their number, notes), so bold placement and numbers are identical in every format. Our cells
@@ -14,15 +14,12 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-import numpy as np
 import pandas as pd
 
 from .runs import RowInfo
 from .stats import ALPHA, N_BOOT, min_p
+from .summary import COLUMNS, fmt_params
 
-# split, metric, label, digits
-COLUMNS = (("val", "psnr", "val PSNR", 2), ("val", "ssim", "val SSIM", 4),
-           ("test", "psnr", "test PSNR", 2), ("test", "ssim", "test SSIM", 4))
 DIGITS = {"psnr": 2, "ssim": 4, "ssim_gauss": 4}
 DIFF_DIGITS = {"psnr": 3, "ssim": 4, "ssim_gauss": 4}
 UNITS = {"psnr": "dB", "ssim": "", "ssim_gauss": ""}
@@ -34,19 +31,6 @@ DATA_SOURCES = {
 
 # -- numbers ---------------------------------------------------------------------------------------
 
-def summarize(tidy: pd.DataFrame, rows: list[str] | None = None) -> pd.DataFrame:
-    """Per row × split × metric: ``mean`` and ``std`` (ddof=1; NaN for one seed) over seeds of the
-    per-seed mean over images, and ``n`` seeds. Index (row, split, metric), rows in ``rows`` order."""
-    per_seed = tidy.groupby(["row", "seed", "split", "metric"], sort=False)["value"].mean()
-    g = per_seed.groupby(level=["row", "split", "metric"], sort=False)
-    out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.count()})
-    if rows is not None:
-        out = out[out.index.get_level_values("row").isin(rows)]
-        order = {r: i for i, r in enumerate(rows)}
-        out = out.iloc[np.argsort([order[r] for r in out.index.get_level_values("row")], kind="stable")]
-    return out
-
-
 def fmt(x: float, digits: int, sign: bool = False) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "—"
@@ -57,13 +41,6 @@ def fmt_p(p: float) -> str:
     if p is None or math.isnan(p):
         return "—"
     return f"{p:.3f}" if p >= 0.001 else f"{p:.1e}"
-
-
-def fmt_params(p: dict | None) -> str:
-    if not p or "total" not in p:
-        return "—"
-    total = f"{p['total'] / 1e6:.2f} M"
-    return total + (f" / {p['adapted'] / 1e6:.3f} M" if p.get("adapted") else "")
 
 
 # -- a format-free table ------------------------------------------------------------------------------
@@ -323,28 +300,3 @@ def to_html(doc: TableDoc) -> str:
     if doc.notes:
         out.append('<p class="notes">' + "<br>".join(e(n) for n in doc.notes) + "</p>")
     return "\n".join(out)
-
-
-# -- console (reuses the table `bench run` prints) ------------------------------------------------------
-
-def console_records(summary: pd.DataFrame, rows: list[RowInfo], paper: dict) -> list[dict]:
-    """Records in the shape ``bench.report.console.study_table`` takes."""
-    out = []
-    present = set(summary.index.get_level_values("row"))
-    for r in rows:
-        if r.name not in present:
-            continue
-        rec: dict = {"row": r.name, "params": r.params or None}
-        ns = []
-        for split, metric, _, _ in COLUMNS:
-            try:
-                s = summary.loc[(r.name, split, metric)]
-            except KeyError:
-                continue
-            rec[f"{split}/{metric}"] = (float(s["mean"]), 0.0 if math.isnan(s["std"]) else float(s["std"]))
-            ns.append(int(s["n"]))
-        rec["n"] = max(ns) if ns else 0
-        if r.name in paper:
-            rec["paper"] = paper[r.name]
-        out.append(rec)
-    return out

@@ -1,0 +1,109 @@
+"""Options shared by several commands, defined once, and the decorators that add them to a command.
+
+``study_options`` gives a command the ten options of running a study (``bench run``, ``bench
+ablate``) and hands them to its body as one ``StudyOptions``; ``ablation_flags`` gives it one flag
+per entry of ``bench.ablate.ABLATIONS``. Typer reads a command's options from its signature, so
+the decorators extend that signature.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from ..ablate import ABLATIONS
+from ..errors import BenchError
+
+HOME = typer.Option(None, "--home", help="Where studies, caches and the local MLflow store live "
+                                         "(default: $BENCH_HOME or ./.bench).")
+PRESET = typer.Option("quick", "--preset", help="smoke | quick | paper (presets.yaml in bench/studyfiles).")
+SET = typer.Option([], "--set", help="Override a preset value, e.g. finetune.epochs=3.")
+DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.")
+STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (default: a journal file in --home).")
+QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+
+
+def home_dir(home: Optional[Path]) -> Path:
+    from ..studies import default_home
+
+    return home or default_home()
+
+
+@dataclass(frozen=True)
+class StudyOptions:
+    """How to run a study: the values of the options ``study_options`` adds."""
+
+    preset: str = "quick"
+    set_: tuple[str, ...] = ()
+    seeds: str = "0"
+    device: str = "auto"
+    storage: Optional[str] = None
+    data_root: Optional[Path] = None
+    home: Optional[Path] = None
+    workers: int = 1
+    quiet: bool = False
+
+    def overrides(self) -> list[str]:
+        """``--set`` values, and ``--data-root`` as the ``data.root`` override it is."""
+        return [*self.set_, *([f"data.root={self.data_root}"] if self.data_root else [])]
+
+    def seed_list(self) -> list[int]:
+        try:
+            seeds = [int(s) for s in self.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise BenchError(f"--seeds {self.seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
+        if not seeds or any(s < 0 for s in seeds):
+            raise BenchError(f"--seeds {self.seeds!r}: expected one or more non-negative integers")
+        return seeds
+
+    def home_dir(self) -> Path:
+        return home_dir(self.home)
+
+
+def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+STUDY_OPTIONS = [
+    _option("preset", str, PRESET),
+    _option("set_", list[str], SET),
+    _option("seeds", str, typer.Option("0", "--seeds", help="Comma-separated seeds; each row runs once per seed.")),
+    _option("device", str, DEVICE),
+    _option("storage", Optional[str], STORAGE),
+    _option("data_root", Optional[Path], typer.Option(None, "--data-root", help="Root of the real data sets (paper "
+                                                      "preset; default $TTAID_DATA_ROOT or ./datasets).")),
+    _option("home", Optional[Path], HOME),
+    _option("workers", int, typer.Option(1, "--workers", help="Trials run at once, each in its own process.")),
+    _option("quiet", bool, QUIET),
+]
+
+ABLATION_FLAGS = [_option(a.flag.replace("-", "_"), bool,
+                          typer.Option(False, f"--{a.flag}", help=a.label[0].upper() + a.label[1:] + "."))
+                  for a in ABLATIONS.values()]
+
+
+def _extend(extra: list[inspect.Parameter], target: str, pack: Callable[..., Any]) -> Callable:
+    """A decorator: the command gets ``extra`` as options, and its body ``pack(**their values)`` as ``target``."""
+    def decorate(fn: Callable) -> Callable:
+        own = [p for p in inspect.signature(fn, eval_str=True).parameters.values() if p.name != target]
+        names = [p.name for p in extra]
+
+        def command(**kw: Any) -> Any:
+            kw[target] = pack(**{n: kw.pop(n) for n in names})
+            return fn(**kw)
+
+        params = own + extra
+        command.__name__, command.__qualname__, command.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+        command.__module__ = fn.__module__
+        command.__signature__ = inspect.Signature(params)
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+    return decorate
+
+
+study_options = _extend(STUDY_OPTIONS, "opts", lambda set_, **kw: StudyOptions(set_=tuple(set_), **kw))
+ablation_flags = _extend(ABLATION_FLAGS, "flags",
+                         lambda **on: [a.flag for a in ABLATIONS.values() if on[a.flag.replace("-", "_")]])

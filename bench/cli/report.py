@@ -1,0 +1,70 @@
+"""``bench report``: tables, paired tests and figures from finished runs."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import BenchError
+from .app import app, console, err_console
+from .options import HOME, home_dir
+
+
+@app.command()
+def report(
+    table: str = typer.Argument("all", help="table1 | table2 | table3 | ablate | all, or any study name in the store."),
+    latex: bool = typer.Option(False, "--latex", help="Write OUT/<table>.tex (booktabs; \\input it)."),
+    markdown: bool = typer.Option(False, "--markdown", help="Write OUT/<table>.md."),
+    html: bool = typer.Option(False, "--html", help="Write one self-contained OUT/report.html with all tables "
+                                                    "and figures."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures (PNG + PDF in "
+                                                                      "OUT/figures/<table>/)."),
+    out: Path = typer.Option(Path("reports"), "--out", help="Output folder."),
+    preset: Optional[str] = typer.Option(None, help="Use the study run under this preset (default: the most recent)."),
+    run_id: list[str] = typer.Option([], "--run-id", help="Use exactly these parent runs (repeatable) instead of the "
+                                                         "latest finished run of each row × seed."),
+    device: str = typer.Option("cpu", help="Device for the figures that run a network (cpu | cuda | cuda:N)."),
+    log: bool = typer.Option(True, "--log/--no-log", help="Also log tables and figures to a 'report' run in each "
+                                                          "study's MLflow experiment."),
+    tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: "
+                                               "$MLFLOW_TRACKING_URI, else the store in --home)."),
+    home: Optional[Path] = HOME,
+) -> None:
+    """Rebuild the paper's tables and figures from finished runs: mean ± std over seeds beside the
+    paper's numbers, paired tests per image, figures. Without a format flag: --latex --markdown."""
+    from ..device import check_device
+
+    if device == "auto":  # the figures need a concrete device
+        raise BenchError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    check_device(device)
+    from ..report.build import build_reports
+    from ..report.console import study_table
+    start = time.perf_counter()
+    rep = build_reports(table, out, latex=latex, markdown=markdown, html=html, figures=figures, preset=preset,
+                        run_ids=run_id, home=home_dir(home), home_opt=home, tracking_uri=tracking_uri, device=device,
+                        log=log)
+    from rich.table import Table
+
+    for r in rep.studies:
+        s = r.study
+        base = next(iter(s.rows), None) if s.is_ablation else None  # the ablation's base row
+        console.print(study_table(f"{s.title}  [{s.preset_name}]", r.records, s.data_source, base))
+        if len(r.comparisons):
+            t = Table(title="paired differences per image (A − B)", title_justify="left")
+            for col in ("comparison", "A − B", "split", "metric", "images", "mean Δ", "95% CI", "Wilcoxon p",
+                        "≠ 0?"):
+                t.add_column(col, justify="left" if col in ("comparison", "A − B", "split", "metric") else "right")
+            for c in r.comparisons.itertuples():
+                d = 3 if c.metric == "psnr" else 4
+                t.add_row(c.comparison, f"{c.a} − {c.b}", c.split, c.metric, str(c.n), f"{c.mean:+.{d}f}",
+                          f"[{c.lo:+.{d}f}, {c.hi:+.{d}f}]", f"{c.p:.3g}", "yes" if c.distinguishable else "no")
+            console.print(t)
+        for note in r.skipped:
+            console.print(note, style="yellow", highlight=False)
+    for w in rep.warnings:
+        err_console.print(f"warning: {w}", style="yellow", highlight=False)
+    logged = f"; logged to MLflow run(s) {', '.join(rep.logged.values())}" if rep.logged else ""
+    console.print(f"wrote {len(rep.written)} file(s) to {rep.out}/ in {time.perf_counter() - start:.0f} s{logged}",
+                  style="dim", highlight=False)

@@ -1,0 +1,150 @@
+"""Commands around the studies: the method list, the MLflow UI, denoising photos, timing the fast paths."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..errors import BenchError
+from .app import app, console, err_console
+from .options import HOME, home_dir
+
+
+@app.command("methods")
+def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the registered methods with their parameter counts."""
+    import methods as registry
+
+    rows = [registry.get(n).describe() for n in registry.names()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="Registered methods")
+    for col in ("name", "restorer", "mask", "total", "adapted at test", "description"):
+        table.add_column(col, justify="left" if col in ("name", "description") else "right")
+    for r in rows:
+        p = r["params"]
+        table.add_row(r["name"], f"{p['restorer']:,}", f"{p['mask']:,}", f"{p['total']:,}",
+                      f"{p['adapted']:,}" if p["adapted"] else "—", r["description"])
+    console.print(table)
+
+
+@app.command()
+def ui(
+    port: int = typer.Option(5000, help="Port to serve on."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback by default)."),
+    home: Optional[Path] = HOME,
+) -> None:
+    """Open the MLflow UI on the tracking store that `bench run` writes to."""
+    from ..tracking import tracking_uri
+
+    where = home_dir(home)
+    where.mkdir(parents=True, exist_ok=True)
+    uri = tracking_uri(where)
+    console.print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)")
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
+           "--port", str(port), "--workers", "1"]
+    try:
+        raise typer.Exit(subprocess.call(cmd, env=env))
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+
+
+@app.command()
+def denoise(
+    inputs: list[str] = typer.Argument(..., help="Image files, folders or glob patterns (PNG, JPEG, TIFF)."),
+    model: Optional[str] = typer.Option(None, "--model", help="MLflow run id of a `bench run` row (or stage) run."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A .pt checkpoint file."),
+    study: Optional[str] = typer.Option(None, "--study", help="Study name or YAML; with --row: its best finished run."),
+    row: Optional[str] = typer.Option(None, "--row", help="Row of --study, e.g. \"Ours with meta-test\"."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="With --study: only runs of this preset."),
+    arch: Optional[str] = typer.Option(None, "--arch", help="Architecture of a bare state-dict --checkpoint (default ours)."),
+    adapt_steps: Optional[int] = typer.Option(None, "--adapt-steps", "-k",
+                                              help="Meta-test steps K per image (0: none; default: the checkpoint's)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Meta-test step size α (default: the checkpoint's)."),
+    out: Path = typer.Option(Path("denoised"), "--out", help="Output folder: <name>.png per input."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    tile: Optional[int] = typer.Option(None, "--tile", help="Tile size in px (0: never tile; default: from --max-memory)."),
+    overlap: int = typer.Option(64, "--overlap", help="Tile overlap in px."),
+    adapt_per: str = typer.Option("image", "--adapt-per", help="Tiled images: adapt once per image or per tile."),
+    max_memory: float = typer.Option(4.0, "--max-memory", help="Working-memory budget in GiB that sizes the tiles."),
+    reference: Optional[Path] = typer.Option(None, "--reference", help="Clean image, or folder of same-named ones: "
+                                                                      "prints PSNR/SSIM before/after adaptation."),
+    save_mask: bool = typer.Option(False, "--save-mask", help="Also write the mask as <name>.mask.png."),
+    save_steps: bool = typer.Option(False, "--save-steps", help="Also write the prediction after each step (Fig. 7)."),
+    home: Optional[Path] = HOME,
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Adapt a trained model to each of your photos and write the denoised PNGs."""
+    from ..denoise import DenoiseOptions, denoise_files
+
+    opts = DenoiseOptions(inputs=inputs, model=model, checkpoint=checkpoint, study=study, row=row, preset=preset,
+                          arch=arch, steps=adapt_steps, lr=lr, out=out, device=device, tile=tile, overlap=overlap,
+                          adapt_per=adapt_per, max_memory=max_memory, reference=reference, save_mask=save_mask,
+                          save_steps=save_steps, home=home_dir(home), quiet=quiet)
+    denoise_files(opts, console)
+
+
+@app.command()
+def perf(
+    device: str = typer.Option("cpu", help="cpu | cuda | cuda:N."),
+    quick: bool = typer.Option(False, "--quick", help="Tiny sizes, one round: checks that every fast path "
+                               "equals its naive reference (exit 1 if not); timings are reported, never asserted."),
+    precision: str = typer.Option("auto", help="Meta-test precisions beside fp32, comma-separated: bf16, fp16 "
+                                  "(auto: bf16,fp16 on CUDA; none on CPU, where bf16 is opt-in)."),
+    sizes: Optional[str] = typer.Option(None, help="Meta-test image sizes (default 256,512,1024; quick: 64)."),
+    only: Optional[str] = typer.Option(None, help="Cases to run, comma-separated: mtl,metatest,batched,maxl,eval "
+                                       "(default: all of them), memmodel (the memory model alone)."),
+    repeats: Optional[int] = typer.Option(None, help="Timed rounds per case (default 5; quick: 1)."),
+    warmup: Optional[int] = typer.Option(None, help="Untimed rounds first (default 1; quick: 0)."),
+    channels_last: bool = typer.Option(False, "--channels-last", help="Also time channels-last variants."),
+    compile_: bool = typer.Option(False, "--compile", help="Also time a torch.compile'd meta-test."),
+    first_order: bool = typer.Option(True, "--first-order/--no-first-order", help="Also time first-order MTL."),
+    memory: bool = typer.Option(True, "--memory/--no-memory", help="Tensor peak per variant (one more run each)."),
+    memory_model: bool = typer.Option(False, "--memory-model", help="Also fit MTL memory vs K, batch, patch "
+                                      "(the memmodel case; minutes on CPU)."),
+    wide: bool = typer.Option(False, "--wide", help="Time the 2× wider network (base 64, scale 32)."),
+    weights: Optional[Path] = typer.Option(None, help="A state_dict (or pipeline checkpoint) for the network; "
+                                           "makes the PSNR columns meaningful."),
+    threads: Optional[int] = typer.Option(None, help="torch CPU threads (default: torch's choice; quick: 1, "
+                                          "which keeps the smoke fast on a busy machine)."),
+    out: Path = typer.Option(Path("reports/perf"), help="Where perf-<device>[-quick].json and .md go."),
+) -> None:
+    """Time the fast paths beside naive references (MTL, meta-test, MAXL, evaluation); JSON + Markdown."""
+    from ..perf import failed_checks, make_config, run_perf, write_report
+    from ..perf.suite import headers, table_rows
+
+    if threads is not None and threads < 1:
+        raise BenchError(f"--threads {threads}: expected an integer ≥ 1")
+    if threads is not None or quick:
+        import torch
+
+        torch.set_num_threads(threads or 1)
+    cfg = make_config(device=device, quick=quick, precision=precision, sizes=sizes, only=only, repeats=repeats,
+                      warmup=warmup, channels_last=channels_last, compile=compile_, first_order=first_order,
+                      memory=memory, memory_model=memory_model, wide=wide,
+                      weights=None if weights is None else str(weights))
+    result = run_perf(cfg, log=lambda s: err_console.print(s, style="dim", highlight=False, markup=False))
+    js, md = write_report(result, out)
+    from rich.table import Table
+
+    table = Table(title=f"bench perf ({result['environment']['device']}, {result['seconds']:.0f} s)")
+    for h in headers(result):
+        table.add_column(h, justify="left" if h in ("case", "variant") else "right")
+    for row in table_rows(result):
+        table.add_row(*(c.replace("**", "") for c in row))
+    console.print(table)
+    bad = failed_checks(result)
+    for c in bad:
+        console.print(f"check failed: {c['case']}: {c['what']} = {c['value']:.3g} (tolerance {c['tol']:g})", style="red")
+    console.print(f"wrote {js} and {md}", style="dim")
+    if bad:
+        raise typer.Exit(1)
