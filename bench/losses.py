@@ -1,4 +1,4 @@
-"""The paper's losses (DESIGN.md §1). Each is a per-sample mean over C×H×W, averaged over the batch."""
+"""The paper's losses (docs/design.md §1). Each is a per-sample mean over C×H×W, averaged over the batch."""
 from __future__ import annotations
 
 from torch import Tensor

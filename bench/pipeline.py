@@ -21,6 +21,7 @@ import methods
 from methods import MethodSpec
 
 from . import tags, tracking
+from .checkpoints import read_checkpoint
 from .config import Preset, stable_hash
 from .data import DataBundle
 from .errors import BenchError, ConfigError
@@ -78,11 +79,8 @@ class StageCache:
         path = self.path(stage, key, partial)
         if not path.exists():
             return None
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as e:
-            raise BenchError(f"{path}: corrupted checkpoint ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                             f"delete it to train that stage again") from None
+        return read_checkpoint(path, weights_only=False,  # the harness's own file: it holds RNG states
+                               hint="the stage checkpoint is corrupted: delete it to train that stage again")
 
     def save(self, stage: str, key: str, payload: dict, partial: bool = False) -> Path:
         path = self.path(stage, key, partial)

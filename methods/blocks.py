@@ -1,4 +1,4 @@
-"""Building blocks shared by the multi-task networks (DESIGN.md §1): bias-free 3×3 convs, ResBlocks."""
+"""Building blocks shared by the multi-task networks (docs/design.md §1): bias-free 3×3 convs, ResBlocks."""
 from __future__ import annotations
 
 import torch.nn.functional as F

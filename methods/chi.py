@@ -1,4 +1,4 @@
-"""Chi et al.'s parallel-head baseline (DESIGN.md §4): the auxiliary head reads the body features.
+"""Chi et al.'s parallel-head baseline (docs/design.md §4): the auxiliary head reads the body features.
 
 Same body and primary head as ours; the auxiliary head sees F (not the clean prediction) together
 with the primary residual r: conv 32→32 on F, concat r (35 ch), conv 35→32, ResBlock, conv 32→3.

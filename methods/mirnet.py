@@ -4,7 +4,7 @@ A full-resolution network of recursive residual groups (RRG), each a chain of mu
 residual blocks (MSRB). An MSRB runs ``height`` parallel streams (n_feat·chan_factor^k channels at
 1/2^k scale) for ``width`` columns of dual-attention units (DAU); between columns every stream
 receives all streams, resampled to its scale and merged by selective kernel feature fusion (SKFF).
-Structure, widths and formulas follow the public code (DESIGN.md §4).
+Structure, widths and formulas follow the public code (docs/design.md §4).
 
 Two weight-sharing quirks of the public code are kept because the published size (31.79 M) is only
 reached with them: each stream's DAU is one module reused in every column (``share_dau=True``;

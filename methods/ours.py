@@ -1,4 +1,4 @@
-"""The paper's multi-task denoiser f_θ1 and mask network g_θ2 (DESIGN.md §1).
+"""The paper's multi-task denoiser f_θ1 and mask network g_θ2 (docs/design.md §1).
 
 f_θ1 = U-Net body → primary head (residual r, clean = noisy + r) → auxiliary head that
 reconstructs the noisy input from (clean, r). Only the two heads are adapted at test time, so the

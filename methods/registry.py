@@ -23,7 +23,7 @@ AuxLoss = Literal["mrl", "rl"]  # masked reconstruction loss (L_MaskRec) | plain
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a method is trained and evaluated (DESIGN.md §1, §6).
+    """How a method is trained and evaluated (docs/design.md §1, §6).
 
     pretrain      none (random init) | joint (Adam on L_pri + aux loss) | maxl (Alg. 1)
     pretrain_aux  auxiliary loss during pre-training: mrl (L_MaskRec) | rl (L_rec, no mask)

@@ -2,7 +2,7 @@
 
 A single-scale residual network: a head conv, four enhancement-attention modules (EAM) and a
 tail conv whose output is added to the noisy input. Structure and widths follow the public code
-(DESIGN.md §4): 1,499,347 parameters at the defaults, the paper's "1.49 M".
+(docs/design.md §4): 1,499,347 parameters at the defaults, the paper's "1.49 M".
 
 The public code wraps the network in EDSR-style mean-shift 1×1 convs (subtract the DIV2K RGB mean
 at the input, add it back to the tail output *before* the global skip). They are off by default

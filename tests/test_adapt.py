@@ -1,4 +1,4 @@
-"""The functional inner loop equals a slow, hand-written loop (DESIGN.md §8, learn2learn-style)."""
+"""The functional inner loop equals a slow, hand-written loop (docs/design.md §8, learn2learn-style)."""
 import copy
 
 import pytest

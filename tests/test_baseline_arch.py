@@ -1,4 +1,4 @@
-"""Baseline architectures (DESIGN.md §4): exact parameter counts, shapes, gradients, weight sharing."""
+"""Baseline architectures (docs/design.md §4): exact parameter counts, shapes, gradients, weight sharing."""
 from __future__ import annotations
 
 import pytest

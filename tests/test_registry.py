@@ -5,7 +5,7 @@ import torch
 import methods
 from bench.adapt import meta_test
 
-# Parameter counts from DESIGN.md §1 and §4 (restorer, mask network when the recipe uses one).
+# Parameter counts from docs/design.md §1 and §4 (restorer, mask network when the recipe uses one).
 EXPECTED = {"ours": (603_360, 56_449), "chi": (620_928, 0), "ridnet": (1_499_347, 0), "mirnet": (31_787_419, 0)}
 
 

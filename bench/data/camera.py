@@ -25,8 +25,8 @@ Pipeline of :func:`simulate` (every step vectorised):
 Noise model (Brooks et al. §3.2, our reading): ``shot`` and ``read`` are *variance* parameters
 (lambda_shot, lambda_read), the noisy raw value is ``N(x, shot * x + read)``;
 ``log(shot) ~ U(log low, log high)`` and ``log(read) = 2.18 * log(shot) + 1.20 + N(0, 0.26)`` with
-natural logarithms and 0.26 a standard deviation. DESIGN.md writes the same relation with sigma
-symbols; we follow Brooks' code and paper, where both are the variance terms. At shot = 1.2e-2 this
+natural logarithms and 0.26 a standard deviation (docs/design.md §5: Brooks' code and paper, where
+both are variance terms, not standard deviations). At shot = 1.2e-2 this
 gives read ~ 2e-4 (raw std ~ 0.015); at shot = 1e-4, read ~ 6e-9 (negligible).
 Brooks' inverse tone curve and highlight-preserving gain inversion are left out to keep the model
 small: they change the exact level-to-noise curve, not the kind of noise.
@@ -433,7 +433,7 @@ def synthetic_mix(clean: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The paper's pre-training noise: Gaussian, speckle and salt & pepper in a random order.
 
     Each is applied once with freshly drawn parameters and followed by a clip to [0, 1]
-    (DESIGN.md §1). Returns float32 (H, W, 3).
+    (docs/design.md §1). Returns float32 (H, W, 3).
     """
     x = _check_clean(clean, "synthetic_mix").astype(np.float32)
     for which in rng.permutation(3):

@@ -1,6 +1,6 @@
 """The embedded default: scikit-image's bundled colour photographs, no download needed.
 
-Fixed splits by image (DESIGN.md §5). Pre-training sees microscopy, astronomy, a colour wheel, a
+Fixed splits by image (docs/design.md §5). Pre-training sees microscopy, astronomy, a colour wheel, a
 retina, one motorcycle view and scikit-image's seven grey-level photographs and textures (camera,
 brick, grass, gravel, moon, coins, clock; grey copied to R, G and B — the colour pipeline still
 gives their noise colour) with the synthetic noise mix; MTL trains on two more photographs plus

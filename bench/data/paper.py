@@ -1,4 +1,4 @@
-"""The paper's data (``data.source: paper``): DIV2K, SIDD-Small + PolyU, Nam (DESIGN.md §5).
+"""The paper's data (``data.source: paper``): DIV2K, SIDD-Small + PolyU, Nam (docs/design.md §5).
 
 Pre-training: DIV2K train with the synthetic mix (Table 1's val: DIV2K valid, same noise, fixed).
 MTL: SIDD-Small + PolyU pairs minus a held-out validation split (every ``1/val_fraction``-th pair
