@@ -56,7 +56,7 @@ def test_bench_ui_screenshot_in_a_real_browser(ui, tmp_path):
     shot.unlink(missing_ok=True)
     url = f"{base}/#/experiments/{exp.experiment_id}/runs"
     subprocess.run([*browser, "--window-size=1400,900", "--virtual-time-budget=8000", f"--screenshot={shot}", url],
-                   check=True, capture_output=True, timeout=120)
+                   check=True, capture_output=True, timeout=300)  # a loaded 2-core machine is slow
     assert shot.exists() and shot.stat().st_size > 10_000
     dom = subprocess.run([*browser, "--virtual-time-budget=8000", "--dump-dom", url], capture_output=True, text=True,
                          timeout=120).stdout
