@@ -113,8 +113,10 @@ class Preset(_Strict):
     metatest: MetaTestConfig = MetaTestConfig()
     tta: TTAConfig = TTAConfig()
 
-    def digest(self) -> str:
-        return stable_hash(self.model_dump(mode="json"))
+    def digest(self, tta: bool = True) -> str:
+        """A hash of every value; ``tta=False`` leaves out the ``tta`` section, which only a TTA study
+        reads (so adding or changing it does not rename the other studies)."""
+        return stable_hash(self.model_dump(mode="json", exclude=None if tta else {"tta"}))
 
     def with_overrides(self, overrides: list[str], where: str = "--set") -> "Preset":
         """A copy with ``key=value`` overrides applied (a study row's ``set:``)."""

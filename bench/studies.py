@@ -68,6 +68,11 @@ class StudySpec(BaseModel):
     def is_tta(self) -> bool:
         return bool(self.scenarios)
 
+    @property
+    def reads_tta(self) -> bool:
+        """Whether the preset's ``tta`` section (sizes, budgets) decides any of this study's numbers."""
+        return self.is_tta or any(r.adapt is not None for r in self.rows)
+
 
 REFERENCE_ROW = "Noisy input"
 
@@ -230,7 +235,7 @@ class StudyRunner:
         self.name, self.spec, self.preset, self.seeds = name, spec, preset, seeds
         self.home, self.quiet = home, quiet
         self.device = parse_device(device)
-        self.study_name = StudyName.of(name, preset_name, preset.digest()).format()
+        self.study_name = StudyName.of(name, preset_name, preset.digest(tta=spec.reads_tta)).format()
         self.storage_url = storage
         self.storage_label = tracking.mask_secret(storage) if storage else f"journal:{home / 'optuna.journal'}"
         tracking.setup(home)  # first: an unreachable tracking server must not leave a new study behind

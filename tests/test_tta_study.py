@@ -201,3 +201,12 @@ def test_tta_after_table2_trains_nothing_new_and_reports(tmp_path, run_cli, monk
         lines = [line for line in body if line.split("&")[0].strip() == name.replace("-", "-")]
         assert len(lines) == 2 and all(line.count("[") == len(spec.scenarios) for line in lines), name
     assert (tmp_path / "rep" / "figures" / "tta" / "tta_steps.png").exists()
+
+
+def test_only_studies_that_read_the_tta_section_are_named_by_it():
+    p = load_preset("quick")
+    q = p.with_overrides(["tta.draws=2"])
+    assert p.digest(tta=False) == q.digest(tta=False) and p.digest() != q.digest()
+    _, table2 = load_study("table2")
+    _, tta = load_study("tta")
+    assert not table2.reads_tta and tta.reads_tta
