@@ -210,3 +210,26 @@ def test_only_studies_that_read_the_tta_section_are_named_by_it():
     _, table2 = load_study("table2")
     _, tta = load_study("tta")
     assert not table2.reads_tta and tta.reads_tta
+
+
+def test_tta_figures_compute_gain_per_step_and_against_alignment():
+    from types import SimpleNamespace
+
+    from bench.report.figures import Skip, tta_alignment, tta_steps
+
+    recs = []
+    for i in range(4):
+        base = 30.0 + i
+        for metric, row, v in (("psnr_float", "none", base), ("psnr@0", "alg3", base), ("psnr@1", "alg3", base + 0.1 * i),
+                               ("psnr_float", "alg3", base + 0.1 * i), ("alignment", "alg3", 0.2 * i)):
+            recs.append({"row": row, "seed": 0, "split": "test", "scenario": "c", "image": f"i{i}", "metric": metric,
+                         "value": v})
+    spec = {"scenarios": ["c"], "rows": [{"name": "none", "method": "ours", "adapt": "none"},
+                                         {"name": "alg3", "method": "ours", "adapt": "alg3"}]}
+    study = SimpleNamespace(spec=spec, tidy=pd.DataFrame(recs), title="t")
+    (curve,) = tta_steps.compute(study).curves
+    assert curve.steps == [0, 1] and curve.mean == pytest.approx([0.0, 0.15])
+    (pts,) = tta_alignment.compute(study).points
+    assert pts.alignment.tolist() == pytest.approx([0, 0.2, 0.4, 0.6]) and pts.gain.tolist() == pytest.approx([0, .1, .2, .3])
+    with pytest.raises(Skip):
+        tta_steps.compute(SimpleNamespace(spec={"rows": []}, tidy=pd.DataFrame(), title="t"))

@@ -70,6 +70,8 @@ def compute(study: StudyRuns, data=None, models=None) -> Data:
 
 
 def draw(data: Data, folder: Path) -> list[Path]:
+    from matplotlib.ticker import MaxNLocator
+
     scenarios = list(dict.fromkeys(c.scenario for c in data.curves))
     fig = new_figure(3.2 * len(scenarios), 2.8)
     axes = fig.subplots(1, len(scenarios), squeeze=False)[0]
@@ -78,7 +80,10 @@ def draw(data: Data, folder: Path) -> list[Path]:
             line, = ax.plot(c.steps, c.mean, marker="o", ms=2, lw=1, label=c.row)
             ax.fill_between(c.steps, c.lo, c.hi, color=line.get_color(), alpha=0.15, lw=0)
         ax.axhline(0, color="0.4", lw=0.8)
-        ax.set_xscale("symlog", linthresh=10)
+        if max(max(c.steps) for c in data.curves) > 20:  # long runs (zs-n2n): a log axis past 10 updates
+            ax.set_xscale("symlog", linthresh=10)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(scenario)
         ax.set_xlabel("updates t")
         ax.set_ylabel("gain over no adaptation [dB]")
