@@ -36,7 +36,7 @@ from .metrics import image_metrics
 from .tiling import ALIGN, auto_tile, bytes_per_pixel, plan
 from .tiling import check as check_tiles
 from .trained import TrainedModel, load_model
-from .tta.registry import Adaptation, check_pairing, get_selectable
+from .tta.registry import Adaptation, check_pairing, for_recipe, get_selectable
 
 DEFAULT_OVERLAP = 64  # px; seams measured below 1e-4 at 64 (README "Large images")
 DEFAULT_BUDGET_GIB = 4.0
@@ -253,8 +253,9 @@ def open_denoiser(opts: DenoiseOptions) -> Denoiser:
                          preset=opts.preset, arch=opts.arch, home=opts.home)
     den = Denoiser.of(trained, opts.device, opts.max_memory)
     if opts.adapt is not None:
-        den.entry = entry_for(opts.adapt, opts.steps, opts.lr)
-        check_pairing(den.entry, den.model)
+        entry = entry_for(opts.adapt, opts.steps, opts.lr)
+        check_pairing(entry, den.model)
+        den.entry = for_recipe(entry, den.recipe)  # e.g. alg3 on a model meta-trained with L_rec
     return den
 
 

@@ -116,7 +116,8 @@ def row_adaptation(spec: StudySpec, row: RowSpec, preset: Preset):
     from .tta.evaluate import row_entry
 
     try:
-        entry = row_entry(row.adapt, row.method, preset, row.adapt_set, row.adapt_from)
+        recipe = resolve_method(row.method, row.recipe).recipe if row.recipe else None
+        entry = row_entry(row.adapt, row.method, preset, row.adapt_set, row.adapt_from, recipe)
     except ConfigError as e:
         raise ConfigError(f"row {row.name!r}: {e}") from None
     if entry.evaluation_only and not spec.is_tta:

@@ -34,10 +34,11 @@ ROW_COLUMNS = ("psnr", "ssim", "ssim_gauss", "psnr_float", "seconds", "peak_mib"
 
 
 def row_entry(adapt: str | None, method: str, preset: Preset, adapt_set: dict[str, Any] | None = None,
-              adapt_from: str = "entry") -> Adaptation:
-    """The adaptation a study row runs: the entry bound to ``method``, with the preset's budget for it,
-    then (``adapt_from="metatest"``) the preset's meta-test steps/lr/optimizer, then the row's ``adapt_set``."""
-    entry = bind(get(adapt or "none"), method)
+              adapt_from: str = "entry", recipe: Any = None) -> Adaptation:
+    """The adaptation a study row runs: the entry bound to ``method`` (and the row's resolved
+    ``recipe``), with the preset's budget for it, then (``adapt_from="metatest"``) the preset's
+    meta-test steps/lr/optimizer, then the row's ``adapt_set``."""
+    entry = bind(get(adapt or "none"), method, recipe)
     if not entry.learns:
         if adapt_set or adapt_from != "entry":
             raise ConfigError(f"adaptation {entry.name!r} does not learn: adapt_set/adapt_from do not apply")
