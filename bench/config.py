@@ -92,6 +92,18 @@ class MetaTestConfig(_Strict):
     optimizer: Literal["sgd", "adam"] = "sgd"
 
 
+class TTAConfig(_Strict):
+    """The TTA study under this preset (``bench.tta.evaluate``): how the scenarios are cut into
+    instances (None keeps the scenario file's value), which splits are scored, and per-adaptation
+    budgets (``{entry: {steps: .., lr: ..}}``, through ``Adaptation.with_``; checked when a study loads)."""
+
+    tile: PositiveInt | None = None
+    tiles: Literal["all"] | PositiveInt | None = None
+    draws: PositiveInt | None = None
+    splits: tuple[Literal["val", "test"], ...] = Field(("test",), min_length=1)
+    budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
 class Preset(_Strict):
     description: str = ""
     data: DataConfig = DataConfig()
@@ -99,9 +111,12 @@ class Preset(_Strict):
     finetune: FinetuneConfig = FinetuneConfig()
     supervised: SupervisedConfig = SupervisedConfig()
     metatest: MetaTestConfig = MetaTestConfig()
+    tta: TTAConfig = TTAConfig()
 
-    def digest(self) -> str:
-        return stable_hash(self.model_dump(mode="json"))
+    def digest(self, tta: bool = True) -> str:
+        """A hash of every value; ``tta=False`` leaves out the ``tta`` section, which only a TTA study
+        reads (so adding or changing it does not rename the other studies)."""
+        return stable_hash(self.model_dump(mode="json", exclude=None if tta else {"tta"}))
 
     def with_overrides(self, overrides: list[str], where: str = "--set") -> "Preset":
         """A copy with ``key=value`` overrides applied (a study row's ``set:``)."""

@@ -36,6 +36,7 @@ from .metrics import image_metrics
 from .tiling import ALIGN, auto_tile, bytes_per_pixel, plan
 from .tiling import check as check_tiles
 from .trained import TrainedModel, load_model
+from .tta.registry import Adaptation, check_pairing, for_recipe, get_selectable
 
 DEFAULT_OVERLAP = 64  # px; seams measured below 1e-4 at 64 (README "Large images")
 DEFAULT_BUDGET_GIB = 4.0
@@ -70,11 +71,16 @@ class Denoiser:
     source: str = ""
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     budget_gib: float = DEFAULT_BUDGET_GIB
+    entry: Adaptation | None = None  # an adaptation registry entry (``--adapt``) instead of the meta-test
 
     def __post_init__(self) -> None:
         if not self.budget_gib > 0:
             raise BenchError(f"--max-memory {self.budget_gib}: expected a positive number of GiB")
         self.model = self.model.to(self.device).eval()
+        if self.entry is not None:
+            if self.entry.evaluation_only:
+                get_selectable(self.entry.name)  # the one-line refusal
+            check_pairing(self.entry, self.model)
 
     # -- construction (every way in is ``bench.trained.load_model``) ------------------------------
 
@@ -160,6 +166,8 @@ class Denoiser:
         if min(height, width) < MIN_SIDE:
             raise DataError(f"{photo.name}: image of {width}×{height} px; expected at least {MIN_SIDE} px on each "
                             "side (the network halves the image twice)")
+        if self.entry is not None:
+            return self._run_entry(photo, before, trajectory)
         adapting = self.adapts and mt.steps > 0
         size = self.auto_tile(height, width, adapting, overlap) if tile is None else tile
         tiles = plan(height, width, size, overlap)
@@ -181,6 +189,33 @@ class Denoiser:
         return Result(hwc(parts["after"]), hwc(parts.get("before")),
                       [hwc(s) for s in parts["steps"]] if parts.get("steps") is not None else None,
                       hwc(parts.get("mask")), len(tiles), adapting)
+
+
+    def _run_entry(self, photo: Photo, before: bool, trajectory: bool) -> Result:
+        """``--adapt NAME``: the registry entry on the whole image (``bench.tta.run.adapt_image``)."""
+        from .tta.run import adapt_image
+
+        height, width = photo.rgb.shape[:2]
+        x = to_tensor(photo.rgb, self.device)
+
+        def hwc(t: Tensor) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().float().cpu().clamp(0, 1)[0].permute(1, 2, 0).numpy())
+
+        res = adapt_image(self.entry, self.model, x, trajectory=trajectory, diagnostics=False)
+        plain = None
+        if before:
+            with torch.no_grad():
+                out = self.model(x)
+            plain = hwc(out[0] if isinstance(out, tuple) else out)
+        steps = [hwc(t) for t in res.trajectory] if res.trajectory is not None else None
+        return Result(hwc(res.prediction), plain, steps, None, 1, self.entry.learns)
+
+
+def entry_for(name: str, steps: int | None, lr: float | None) -> Adaptation:
+    """``bench denoise --adapt NAME [--adapt-steps K] [--lr LR]``: a selectable entry (never the oracle)."""
+    entry = get_selectable(name)
+    changes = {k: v for k, v in (("steps", steps), ("lr", lr)) if v is not None}
+    return entry.with_(**changes) if changes else entry
 
 
 # ----------------------------------------------------------------------------------------------
@@ -209,13 +244,19 @@ class DenoiseOptions:
     save_steps: bool = False
     home: Path | None = None
     quiet: bool = False
+    adapt: str | None = None  # an adaptation entry (``bench adaptations``); None: the model's meta-test
 
 
 def open_denoiser(opts: DenoiseOptions) -> Denoiser:
     """The model named by exactly one of --model / --checkpoint / --study (+ --row)."""
     trained = load_model(checkpoint=opts.checkpoint, run_id=opts.model, study=opts.study, row=opts.row,
                          preset=opts.preset, arch=opts.arch, home=opts.home)
-    return Denoiser.of(trained, opts.device, opts.max_memory)
+    den = Denoiser.of(trained, opts.device, opts.max_memory)
+    if opts.adapt is not None:
+        entry = entry_for(opts.adapt, opts.steps, opts.lr)
+        check_pairing(entry, den.model)
+        den.entry = for_recipe(entry, den.recipe)  # e.g. alg3 on a model meta-trained with L_rec
+    return den
 
 
 def _check_files(inputs: list[Path], out: Path) -> None:
@@ -251,6 +292,11 @@ def denoise_files(opts: DenoiseOptions, console) -> dict[str, Any]:
     own (too small, undecodable pixels, a reference of another size) gets one ``error:`` line on
     stderr and the batch goes on; the command then exits 1 (``typer.Exit``).
     """
+    if opts.adapt is not None:  # checked before any file or model is read
+        entry_for(opts.adapt, opts.steps, opts.lr)
+        if opts.tile:
+            raise BenchError(f"--tile {opts.tile} with --adapt {opts.adapt}: an adaptation entry runs on the whole "
+                             "image; leave --tile out (tiling is the meta-test path's)")
     inputs = collect_inputs(opts.inputs)
     _check_files(inputs, opts.out)
     refs = match_references(inputs, opts.reference) if opts.reference is not None else {}
@@ -259,15 +305,20 @@ def denoise_files(opts: DenoiseOptions, console) -> dict[str, Any]:
     den = open_denoiser(opts)
     mt = den.settings(opts.steps, opts.lr, opts.tile, opts.overlap, opts.adapt_per)
     k, lr = mt.steps, mt.lr
-    if den.adapts:
+    if den.entry is not None:
+        e = den.entry
+        k, lr = e.updates_behind_prediction, e.lr
+        how = f"adaptation {e.name} ({e.moves}, {e.loss}" + (f", {e.optimizer} lr {e.lr:g} × {e.steps})" if e.learns
+                                                                else ")")
+    elif den.adapts:
         how = f"meta-test K={k}, lr {lr:g}, {mt.optimizer}" if k > 0 else "no adaptation (K=0)"
     else:
         how = "plain forward pass: this network has no auxiliary head to adapt"
         if opts.steps:
             how += f" (--adapt-steps {opts.steps} ignored)"
     _say(console, f"model: {den.arch} from {den.source}; {how}; device {den.device}")
-    for flag, wanted, ok in (("--save-mask", opts.save_mask, den.has_mask),
-                             ("--save-steps", opts.save_steps, den.adapts and k > 0)):
+    for flag, wanted, ok in (("--save-mask", opts.save_mask, den.has_mask and den.entry is None),
+                             ("--save-steps", opts.save_steps, (den.adapts or den.entry is not None) and k > 0)):
         if wanted and not ok:
             _say(console, f"note: {flag} ignored: {'no mask network in this model' if flag == '--save-mask' else 'no adaptation steps'}",
                  style="yellow")
@@ -325,7 +376,8 @@ def _denoise_one(den: Denoiser, opts: DenoiseOptions, path: Path, ref: Path | No
         bar.update(task, info=f"{path.name}: tile {done}/{total}")
 
     res = den.run(photo, steps=k, lr=lr, tile=opts.tile, overlap=opts.overlap, adapt=opts.adapt_per,
-                  before=clean is not None, trajectory=opts.save_steps and den.adapts and k > 0,
+                  before=clean is not None,
+                  trajectory=opts.save_steps and (den.adapts or den.entry is not None) and k > 0,
                   mask=opts.save_mask, on_tile=on_tile)
     write_photo(opts.out / f"{path.stem}.png", res.image, photo)
     if res.mask is not None:

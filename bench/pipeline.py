@@ -11,7 +11,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
 import mlflow
 import numpy as np
@@ -31,6 +31,10 @@ from .train.mtl import finetune_mtl
 from .train.pretrain import pretrain
 from .train.supervised import finetune_supervised
 
+if TYPE_CHECKING:
+    from .tta.evaluate import Target
+    from .tta.registry import Adaptation
+
 FINETUNERS = {"mtl": (finetune_mtl, "finetune"), "supervised": (finetune_supervised, "supervised")}
 
 
@@ -41,6 +45,12 @@ class RowResult:
     params: dict[str, int]
     checkpoint: Path  # the last stage's checkpoint (``model``, ``payload``, ``run_id``, ``history``)
     checkpoint_run: str  # the stage run that trained that checkpoint (its ``run_id``)
+
+    @property
+    def objective(self) -> float:
+        """The trial's value: the validation PSNR; 0.0 for a TTA row that scored no validation split
+        (studies read the logged rows, never this value; ``bench tune`` always scores val)."""
+        return float(self.metrics.get("val/psnr", 0.0))
 
 
 class StageCache:
@@ -147,8 +157,13 @@ def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, 
 
 def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, seed: int,
             device: torch.device, cache: StageCache, exp_id: str, quiet: bool = False,
-            until: str = "finetune", on_validate: Callable | None = None) -> RowResult:
+            until: str = "finetune", on_validate: Callable | None = None, entry: "Adaptation | None" = None,
+            targets: "Sequence[Target] | None" = None) -> RowResult:
     """Train (or reuse) the method's stages up to ``until`` and evaluate on val and test.
+
+    With an adaptation ``entry`` (a study row's ``adapt``), the evaluation is
+    ``bench.tta.evaluate.evaluate_entry`` on ``targets`` (a TTA study's scenario instances; default:
+    the val and test images), with its diagnostic columns; without, today's ``evaluate``.
 
     ``until="pretrain"`` scores the pre-trained network (Table 1), validating on the validation
     images with the pre-training noise.
@@ -180,6 +195,13 @@ def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, 
     last_name, last_payload, _ = stages[-1]
     images, metrics = [], {}
     val = getattr(data, val_split(until))
+    if entry is not None:
+        from .tta.evaluate import Target, evaluate_entry, row_metrics
+
+        targets = targets if targets is not None else [Target("val", "", val), Target("test", "", data.test)]
+        images = [{**r, "metatest": entry.learns} for r in evaluate_entry(model, entry, targets, device, seed)]
+        return RowResult(row_metrics(images), images, spec.with_recipe(metatest=metatest).param_counts(model),
+                         cache.path(last_name, stable_hash(last_payload)), trained_in)
     for split, pairs in (("val", val), ("test", data.test)):
         rows = evaluate(model, recipe, pairs, preset.metatest, metatest, device)
         for r in rows:

@@ -45,6 +45,11 @@ class RowSpec(BaseModel):
     stage: Literal["pretrain", "finetune"] = "finetune"  # evaluate after this stage
     recipe: dict = Field(default_factory=dict)  # one-field overrides of the method's recipe
     set: list[str] = Field(default_factory=list)  # preset overrides for this row, e.g. finetune.first_order=true
+    # The test-time adaptation the row is scored with (a ``bench adaptations`` entry). None: today's
+    # evaluation (meta-test per ``metatest``); in a TTA study None means ``none``.
+    adapt: str | None = None
+    adapt_set: dict = Field(default_factory=dict)  # the entry's steps/lr/optimizer/... for this row
+    adapt_from: Literal["entry", "metatest"] = "entry"  # metatest: K, lr, optimizer from the preset's metatest
 
 
 class StudySpec(BaseModel):
@@ -54,6 +59,19 @@ class StudySpec(BaseModel):
     reference_row: Literal["noisy", "none"] = "noisy"
     rows: list[RowSpec] = Field(min_length=1)
     paper: dict[str, dict[str, float]] = Field(default_factory=dict)  # row -> the paper's numbers
+    # A TTA study: every row is scored on each scenario's instances (bench/data/scenarios.yaml, or
+    # ``scenario_file`` merged over it) instead of the preset's val/test images.
+    scenarios: list[str] = Field(default_factory=list)
+    scenario_file: str | None = None
+
+    @property
+    def is_tta(self) -> bool:
+        return bool(self.scenarios)
+
+    @property
+    def reads_tta(self) -> bool:
+        """Whether the preset's ``tta`` section (sizes, budgets) decides any of this study's numbers."""
+        return self.is_tta or any(r.adapt is not None for r in self.rows)
 
 
 REFERENCE_ROW = "Noisy input"
@@ -89,8 +107,43 @@ def load_study(name: str, home: Path | None = None) -> tuple[str, StudySpec]:
     return path.stem, spec
 
 
+def row_adaptation(spec: StudySpec, row: RowSpec, preset: Preset):
+    """The row's adaptation entry as it runs under ``preset`` (None: today's evaluation)."""
+    if row.adapt is None and not spec.is_tta:
+        if row.adapt_set or row.adapt_from != "entry":
+            raise ConfigError(f"row {row.name!r}: adapt_set/adapt_from need an adapt entry")
+        return None
+    from .tta.evaluate import row_entry
+
+    try:
+        recipe = resolve_method(row.method, row.recipe).recipe if row.recipe else None
+        entry = row_entry(row.adapt, row.method, preset, row.adapt_set, row.adapt_from, recipe)
+    except ConfigError as e:
+        raise ConfigError(f"row {row.name!r}: {e}") from None
+    if entry.evaluation_only and not spec.is_tta:
+        raise ConfigError(f"row {row.name!r}: adaptation {entry.name!r} is evaluation-only (it reads the clean "
+                          f"image); use it in a study with scenarios (a TTA study), e.g. `bench run tta`")
+    return entry
+
+
+def check_tta(spec: StudySpec, preset: Preset, where: str = "study") -> None:
+    """Every row's adaptation resolves under ``preset`` (its TTA budgets included) and every scenario
+    exists and is valid; one-line ConfigErrors, before any run."""
+    from .data.scenarios import get_scenario
+    from .tta.evaluate import check_budgets
+
+    try:
+        check_budgets(preset.tta)
+        for row in spec.rows:
+            row_adaptation(spec, row, preset.with_overrides(row.set))
+        for name in spec.scenarios:
+            get_scenario(name, spec.scenario_file)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
 def check_study(spec: StudySpec, where: str) -> None:
-    """Every row names a known method, valid recipe fields and valid preset overrides."""
+    """Every row names a known method, valid recipe fields, valid preset overrides and a valid adaptation."""
     for row in spec.rows:
         try:
             resolve_method(row.method, row.recipe)
@@ -108,6 +161,7 @@ def check_study(spec: StudySpec, where: str) -> None:
     if spec.reference_row == "noisy" and REFERENCE_ROW in names:
         raise ConfigError(f"{where}: row name {REFERENCE_ROW!r} is taken by the reference row; "
                           f"rename the row or set reference_row: none")
+    check_tta(spec, Preset(), where)
 
 
 def open_storage(storage: str | None, home: Path):
@@ -141,6 +195,10 @@ def run_trial(runner: "StudyRunner", trial: optuna.Trial, row: RowSpec, seed: in
     spec = resolve_method(row.method, row.recipe)
     default = spec.recipe.metatest and row.stage == "finetune"
     metatest = default if row.metatest is None else row.metatest
+    preset = runner.preset.with_overrides(row.set)
+    entry = row_adaptation(runner.spec, row, preset)
+    if entry is not None:
+        metatest = entry.learns
     exp_id = tracking.experiment(runner.study_name, runner.home)
     resume = trial.user_attrs.get("resume_run")
     if resume is not None and not tracking.exists(resume):
@@ -152,17 +210,21 @@ def run_trial(runner: "StudyRunner", trial: optuna.Trial, row: RowSpec, seed: in
         run.params({"row": row.name, "method": spec.name, "seed": seed, "metatest": metatest,
                     "row_set": ";".join(row.set), "device": str(runner.device), "recipe": spec.recipe.__dict__,
                     **dict(item.split("=", 1) for item in row.set)})
+        if entry is not None:
+            run.params({"adapt": entry.name, "adapt_steps": entry.steps, "adapt_lr": entry.lr,
+                        "adapt_optimizer": entry.optimizer, "adapt_moves": entry.moves, "adapt_loss": entry.loss})
         run.dict({"study": runner.spec.model_dump(), "preset": runner.preset.model_dump(mode="json")}, "config.json")
         try:
-            result = run_row(spec, metatest, runner.preset.with_overrides(row.set), runner.data, seed, runner.device,
+            result = run_row(spec, metatest, preset, runner.data, seed, runner.device,
                              StageCache(runner.home / "cache"), exp_id, runner.quiet, until=row.stage,
-                             on_validate=on_validate)
+                             on_validate=on_validate, entry=entry,
+                             targets=runner.targets if runner.spec.is_tta else None)
         except DivergenceError as e:
             trial.set_user_attr("error", str(e))
             trial.set_user_attr("diverged", True)  # deterministic: a rerun would diverge again
             raise
         log_row_result(run, result, {"study": runner.study_name, "row": row.name, "method": spec.name, "seed": seed})
-    return result.metrics["val/psnr"]
+    return result.objective
 
 
 class StudyRunner:
@@ -170,15 +232,17 @@ class StudyRunner:
 
     def __init__(self, name: str, spec: StudySpec, preset_name: str, preset: Preset, seeds: list[int],
                  home: Path, storage: str | None = None, device: str = "auto", quiet: bool = False) -> None:
+        check_tta(spec, preset, f"study {name!r} under preset {preset_name!r}")  # before anything is created
         self.name, self.spec, self.preset, self.seeds = name, spec, preset, seeds
         self.home, self.quiet = home, quiet
         self.device = parse_device(device)
-        self.study_name = StudyName.of(name, preset_name, preset.digest()).format()
+        self.study_name = StudyName.of(name, preset_name, preset.digest(tta=spec.reads_tta)).format()
         self.storage_url = storage
         self.storage_label = tracking.mask_secret(storage) if storage else f"journal:{home / 'optuna.journal'}"
         tracking.setup(home)  # first: an unreachable tracking server must not leave a new study behind
         self.storage = open_storage(storage, home)
         self._data: DataBundle | None = None
+        self._targets: list | None = None
 
     def __getstate__(self) -> dict:  # for worker processes: reopen the storage there
         return {**self.__dict__, "storage": None}
@@ -192,6 +256,16 @@ class StudyRunner:
         if self._data is None:
             self._data = load_data(self.preset.data)
         return self._data
+
+    @property
+    def targets(self) -> list:
+        """A TTA study's evaluation: each scenario × split's instances, sized by the preset's ``tta``."""
+        if self._targets is None:
+            from .tta.evaluate import scenario_targets
+
+            self._targets = scenario_targets(self.spec.scenarios, self.preset.tta, self.preset.data.eval_seed,
+                                             self.spec.scenario_file)
+        return self._targets
 
     def study(self, sampler=None, pruner=None) -> optuna.Study:
         return optuna.create_study(study_name=self.study_name, storage=self.storage, direction="maximize",
@@ -216,7 +290,7 @@ class StudyRunner:
 
     def log_reference(self) -> str | None:
         """The "Noisy input" rows, logged once per study as a run of their own; returns its id."""
-        if self.spec.reference_row != "noisy":
+        if self.spec.reference_row != "noisy" or self.spec.is_tta:  # a TTA study's reference: its none rows
             return None
         exp_id = tracking.experiment(self.study_name, self.home)
         val_name = reference_split([r.stage for r in self.spec.rows])

@@ -14,7 +14,7 @@ from .options import HOME, home_dir
 
 @app.command()
 def report(
-    table: str = typer.Argument("all", help="table1 | table2 | table3 | ablate | all, or any study name in the store."),
+    table: str = typer.Argument("all", help="table1 | table2 | table3 | tta | ablate | all, or any study name in the store."),
     latex: bool = typer.Option(False, "--latex", help="Write OUT/<table>.tex (booktabs; \\input it)."),
     markdown: bool = typer.Option(False, "--markdown", help="Write OUT/<table>.md."),
     html: bool = typer.Option(False, "--html", help="Write one self-contained OUT/report.html with all tables "
@@ -49,8 +49,15 @@ def report(
 
     for r in rep.studies:
         s = r.study
+        if r.tta:  # a TTA study: the gain tables
+            from ..report.console import tta_table
+            from ..report.tta import GAIN_METRICS
+
+            for metric, label, digits in GAIN_METRICS:
+                console.print(tta_table(f"{s.title}: {label}  [{s.preset_name}]", r.tta, metric, digits))
         base = next(iter(s.rows), None) if s.is_ablation else None  # the ablation's base row
-        console.print(study_table(f"{s.title}  [{s.preset_name}]", r.records, s.data_source, base))
+        if not r.tta:
+            console.print(study_table(f"{s.title}  [{s.preset_name}]", r.records, s.data_source, base))
         if len(r.comparisons):
             t = Table(title="paired differences per image (A − B)", title_justify="left")
             for col in ("comparison", "A − B", "split", "metric", "images", "mean Δ", "95% CI", "Wilcoxon p",

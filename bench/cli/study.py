@@ -65,9 +65,21 @@ def run_study(opts: StudyOptions, name: str, spec, baseline: str | None = None) 
                          {"study": spec.model_dump(), "preset": cfg.model_dump(mode="json")})
     try:
         records = study_records(results, study_summary(results), runner.failed(trials))
+        if spec.is_tta:
+            from ..report.console import tta_table
+            from ..report.tta import GAIN_METRICS, study_tta
+
+            gains = study_tta(results)
     finally:
         results.close()
-    print_table(f"{spec.title}  [{opts.preset}]", records, cfg.data.source, console, baseline)
+    if spec.is_tta:
+        for metric, label, digits in GAIN_METRICS:
+            console.print(tta_table(f"{spec.title}: {label}  [{opts.preset}]", gains, metric, digits))
+        for r in records:
+            if "failed" in r:
+                console.print(f"row {r['row']}: failed: {r['failed']}", style="red", highlight=False)
+    else:
+        print_table(f"{spec.title}  [{opts.preset}]", records, cfg.data.source, console, baseline)
     console.print(f"study {runner.study_name}: {len(trials)} finished trial(s) in {time.perf_counter() - start:.0f} s; "
                   f"`bench ui` to browse the MLflow runs", style="dim")
     if any("failed" in r for r in records):

@@ -36,6 +36,27 @@ def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
     console.print(table)
 
 
+@app.command("adaptations")
+def adaptations_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the test-time adaptation entries (what moves, on which loss, optimizer, steps, lr, citation)."""
+    from ..tta.registry import describe
+
+    rows = describe()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    from rich.table import Table
+
+    table = Table(title="Test-time adaptation entries (a study row's `adapt`, `bench denoise --adapt`)")
+    for col in ("name", "moves", "loss", "optimizer", "steps", "lr", "needs", "description"):
+        table.add_column(col, justify="right" if col in ("steps", "lr") else "left")
+    for r in rows:
+        name = r["name"] + (" (evaluation only)" if r["evaluation_only"] else "")
+        table.add_row(name, r["moves"], r["loss"], r["optimizer"] or "—", str(r["steps"]) if r["optimizer"] else "—",
+                      f"{r['lr']:g}" if r["optimizer"] else "—", r["requires"], r["description"])
+    console.print(table)
+
+
 @app.command()
 def ui(
     port: int = typer.Option(5000, help="Port to serve on."),
@@ -80,6 +101,9 @@ def denoise(
                                                                       "prints PSNR/SSIM before/after adaptation."),
     save_mask: bool = typer.Option(False, "--save-mask", help="Also write the mask as <name>.mask.png."),
     save_steps: bool = typer.Option(False, "--save-steps", help="Also write the prediction after each step (Fig. 7)."),
+    adapt: Optional[str] = typer.Option(None, "--adapt", help="An adaptation entry (`bench adaptations`; not the "
+                                        "evaluation-only oracle) instead of the model's meta-test; --adapt-steps "
+                                        "and --lr override its steps and lr."),
     home: Optional[Path] = HOME,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
@@ -89,7 +113,7 @@ def denoise(
     opts = DenoiseOptions(inputs=inputs, model=model, checkpoint=checkpoint, study=study, row=row, preset=preset,
                           arch=arch, steps=adapt_steps, lr=lr, out=out, device=device, tile=tile, overlap=overlap,
                           adapt_per=adapt_per, max_memory=max_memory, reference=reference, save_mask=save_mask,
-                          save_steps=save_steps, home=home_dir(home), quiet=quiet)
+                          save_steps=save_steps, home=home_dir(home), quiet=quiet, adapt=adapt)
     denoise_files(opts, console)
 
 

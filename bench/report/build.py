@@ -21,9 +21,10 @@ from .figures import FigureOut, make_figures
 from .runs import StudyRuns, find_study, studies_from_run_ids, study_names_in_store
 from .stats import compare, find_pairs
 from .summary import study_records, study_summary
-from .tables import pairs_table, study_table, to_html, to_latex, to_markdown
+from .tables import pairs_table, study_table, to_html, to_latex, to_markdown, tta_table
+from .tta import GAIN_METRICS, reference_levels, scenarios_of, study_tta
 
-TABLES = ("table1", "table2", "table3", "ablate")
+TABLES = ("table1", "table2", "table3", "tta", "ablate")
 
 
 @dataclass
@@ -35,6 +36,7 @@ class StudyReport:
     figures: list[FigureOut] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     files: dict[str, str] = field(default_factory=dict)  # kind → text
+    tta: list[dict] = field(default_factory=list)  # a TTA study's gain records (``report.tta.tta_records``)
 
 
 @dataclass
@@ -132,21 +134,28 @@ def build_study(study: StudyRuns, tmp: Path, figures: bool, device: str) -> Stud
     tidy = study.tidy
     summary = study_summary(study)  # the study's rows and its "Noisy input" reference row
     base = rows[0].name if study.is_ablation and rows else None
-    comparisons = compare(tidy, find_pairs(rows, base), paper=study.paper)
-    rep = StudyReport(study, summary, comparisons, study_records(study, summary))
     title = f"{study.title} [{study.preset_name}]"
-    main = study_table(study.study, title, summary, rows, study.paper, study.data_source, study.preset_name,
-                       study.experiment_name)
-    pairs = pairs_table(f"{study.study}-pairs", f"{study.title}: paired differences per image", comparisons)
-    rep.files["tex"] = to_latex(main, study.experiment_name) + "\n" + to_latex(pairs, study.experiment_name)
-    rep.files["html"] = to_html(main) + "\n" + to_html(pairs)
+    if scenarios_of(study):  # a TTA study: its table is the gain over each method's none row, per scenario
+        rep = StudyReport(study, summary, compare(tidy, []), study_records(study, summary))
+        rep.tta = study_tta(study)
+        levels = reference_levels(tidy, study.spec)
+        docs = [tta_table(f"{study.study}-{metric}", f"{title}: {label}", rep.tta, metric, label, digits, levels,
+                          study.experiment_name) for metric, label, digits in GAIN_METRICS]
+    else:
+        comparisons = compare(tidy, find_pairs(rows, base), paper=study.paper)
+        rep = StudyReport(study, summary, comparisons, study_records(study, summary))
+        docs = [study_table(study.study, title, summary, rows, study.paper, study.data_source, study.preset_name,
+                            study.experiment_name),
+                pairs_table(f"{study.study}-pairs", f"{study.title}: paired differences per image", comparisons)]
+    rep.files["tex"] = "\n".join(to_latex(d, study.experiment_name) for d in docs)
+    rep.files["html"] = "\n".join(to_html(d) for d in docs)
     (tmp / "data").mkdir(parents=True, exist_ok=True)
     tidy.to_csv(tmp / "data" / f"{study.study}.csv", index=False)
     if figures:
         rep.figures, rep.skipped = make_figures(study, tmp / "figures" / study.study, device)
     md = [f"# {title}", "", f"Experiment `{study.experiment_name}`, {len(study.runs)} run(s); "
           f"tidy per-image rows: [data/{study.study}.csv](data/{study.study}.csv).", "",
-          to_markdown(main), to_markdown(pairs)]
+          *[to_markdown(d) for d in docs]]
     for f in rep.figures:
         png = next(p for p in f.files if p.suffix == ".png")
         md += [f"## {f.title}", "", f"![{f.title}](figures/{study.study}/{png.name})", "", f.caption, ""]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -27,8 +28,10 @@ from .. import tags  # noqa: E402
 from ..errors import BenchError  # noqa: E402
 from ..studyname import StudyName  # noqa: E402
 
-METRICS = ("psnr", "ssim", "ssim_gauss")
-ID_COLUMNS = ("study", "row", "method", "seed", "split", "metatest", "image")
+METRICS = ("psnr", "ssim", "ssim_gauss", "psnr_float")
+DIAGNOSTICS = ("seconds", "peak_mib", "updates", "alignment")  # a TTA row's cost and step-0 alignment
+STEP_METRIC = re.compile(r"^(loss|dgrey|psnr)@\d+$")  # a TTA row's per-step curves (bench.tta.evaluate)
+ID_COLUMNS = ("study", "row", "method", "seed", "split", "scenario", "metatest", "image")
 TIDY_COLUMNS = (*ID_COLUMNS, "metric", "value", "run_id")
 RECIPE_FIELDS = ("pretrain", "pretrain_aux", "grad_loss", "finetune", "inner_scope", "aux_loss", "metatest")
 
@@ -274,9 +277,13 @@ class StudyRuns:
 
 def melt(wide: pd.DataFrame) -> pd.DataFrame:
     """``images.csv`` (one column per metric) → one row per image × metric (``TIDY_COLUMNS``)."""
+    wide = wide.copy()
+    wide["scenario"] = wide["scenario"].fillna("") if "scenario" in wide else ""  # "": not a TTA study's row
     ids = [c for c in (*ID_COLUMNS, "run_id") if c in wide.columns]
     metrics = [m for m in METRICS if m in wide.columns]
+    metrics += [c for c in wide.columns if c in DIAGNOSTICS or STEP_METRIC.match(str(c))]
     long = wide.melt(id_vars=ids, value_vars=metrics, var_name="metric", value_name="value")
+    long = long[long["value"].notna() | long["metric"].isin(METRICS)]  # a step column only some rows have
     if "metatest" in long:
         long["metatest"] = long["metatest"].map(_bool)
     long["seed"] = long["seed"].astype(int)

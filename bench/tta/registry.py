@@ -248,15 +248,19 @@ def check_pairing(entry: Adaptation | str, method: str | nn.Module) -> None:
                           f"{_NEEDS[entry.requires]}, which {label!r} lacks; compatible: {', '.join(ok)}")
 
 
-def bind(entry: Adaptation | str, method: str) -> Adaptation:
-    """The entry as it runs on a registered method: checked, and the head entries follow the method's
-    recipe (``inner_scope: all`` moves every restorer weight; ``aux_loss: rl`` uses the unmasked L_rec),
-    as ``bench.evaluate.predict`` does for meta-test today."""
+def bind(entry: Adaptation | str, method: str, recipe: Any = None) -> Adaptation:
+    """The entry as it runs on a registered method: checked, and following ``recipe`` (default: the
+    method's own; see ``for_recipe``), as ``bench.evaluate.predict`` does for meta-test today."""
     entry = get(entry) if isinstance(entry, str) else entry
     check_pairing(entry, method)
     import methods
 
-    recipe = methods.get(method).recipe
+    return for_recipe(entry, recipe if recipe is not None else methods.get(method).recipe)
+
+
+def for_recipe(entry: Adaptation, recipe: Any) -> Adaptation:
+    """The head entries follow a trained model's recipe (``inner_scope: all`` moves every restorer
+    weight; ``aux_loss: rl`` uses the unmasked L_rec); other entries are returned unchanged."""
     changes: dict[str, Any] = {}
     if entry.moves == "heads" and recipe.inner_scope == "all":
         changes["moves"] = "all"
@@ -266,4 +270,4 @@ def bind(entry: Adaptation | str, method: str) -> Adaptation:
 
 
 __all__ = ["Adaptation", "REGISTRY", "names", "get", "get_selectable", "describe", "compatible",
-           "check_pairing", "bind", "MOVES", "LOSSES", "OPTIMIZERS", "PREDICT_AFTER"]
+           "check_pairing", "bind", "for_recipe", "MOVES", "LOSSES", "OPTIMIZERS", "PREDICT_AFTER"]

@@ -15,7 +15,8 @@ from types import ModuleType
 
 from ...errors import BenchError
 from ..runs import StudyRuns
-from . import crops, curves, features, masks, metatest_gain, steps
+from ..tta import scenarios_of
+from . import crops, curves, features, masks, metatest_gain, steps, tta_alignment, tta_steps
 from .common import FigureOut, Models, Skip, StudyData, crop_where, pick_ours, style
 
 
@@ -23,6 +24,7 @@ from .common import FigureOut, Models, Skip, StudyData, crop_where, pick_ours, s
 class Figure:
     module: ModuleType  # NAME, TITLE, compute, draw
     needs_model: bool  # runs a trained network (gets ``Models``)
+    studies: str = "plain"  # plain | tta (a study with scenarios) | any: which studies it is drawn for
 
     @property
     def name(self) -> str:
@@ -30,12 +32,14 @@ class Figure:
 
 
 FIGURES: tuple[Figure, ...] = (
-    Figure(curves, needs_model=False),  # training curves of every row
+    Figure(curves, needs_model=False, studies="any"),  # training curves of every row
     Figure(metatest_gain, needs_model=False),  # per-image PSNR with vs without meta-test
     Figure(masks, needs_model=False),  # Figs. 5/6, from the mask PNGs the MTL trainer logged
     Figure(crops, needs_model=True),  # Fig. 3
     Figure(steps, needs_model=True),  # Fig. 7
     Figure(features, needs_model=True),  # Fig. 8
+    Figure(tta_steps, needs_model=False, studies="tta"),  # the TTA study's gain per step
+    Figure(tta_alignment, needs_model=False, studies="tta"),  # the TTA study's gain against alignment
 )
 
 
@@ -43,7 +47,10 @@ def make_figures(study: StudyRuns, folder: Path, device: str = "cpu") -> tuple[l
     """Every figure this study supports; returns them and one note per skipped figure."""
     data, models = StudyData(study, device), Models(study, device)
     made, skipped = [], []
+    kind = "tta" if scenarios_of(study) else "plain"
     for fig in FIGURES:
+        if fig.studies not in ("any", kind):
+            continue
         try:
             computed = fig.module.compute(study, data, models if fig.needs_model else None)
             with style():

@@ -1,0 +1,109 @@
+"""The TTA table: a query over the same tidy per-image rows as every other table.
+
+Rows are a TTA study's adaptation rows, columns its scenarios. Each cell is the gain of a row over
+the ``none`` row of the same method on the same instances (float PSNR, and SSIM): per seed the mean
+over instances of the paired difference, then mean ± std (ddof=1) over seeds; the paired 95 %
+bootstrap interval and the Wilcoxon p over instances (each instance's difference averaged over the
+seeds), the minimum detectable effect (``stats.mde``) and n; the captured fraction = the gain / the
+oracle's gain (same method and scenario; only where the oracle's gain is positive and resolved); and the cost, mean adaptation seconds per instance and
+peak MiB. A gain whose interval covers zero is "not resolved".
+"""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .runs import StudyRuns
+from .stats import mde, paired_test
+
+GAIN_METRICS = (("psnr_float", "Δ PSNR (float, dB)", 3), ("ssim", "Δ SSIM", 4))
+NONE, ORACLE = "none", "oracle"
+
+
+def row_adapts(spec: dict) -> dict[str, tuple[str, str]]:
+    """Row name → (method, adaptation) of a TTA study spec (``adapt`` unset = ``none``)."""
+    return {r["name"]: (r["method"], r.get("adapt") or NONE) for r in spec.get("rows", [])}
+
+
+def scenarios_of(study: StudyRuns) -> list[str]:
+    return list(study.spec.get("scenarios") or [])
+
+
+def _by_row(tidy: pd.DataFrame, row: str, split: str, scenario: str, metric: str) -> pd.Series:
+    """(seed, image) → value of one row on one split, scenario and metric."""
+    t = tidy[(tidy["row"] == row) & (tidy["split"] == split) & (tidy["scenario"] == scenario)
+             & (tidy["metric"] == metric)]
+    return t.groupby(["seed", "image"])["value"].mean()
+
+
+def paired_gain(tidy: pd.DataFrame, row: str, base: str, split: str, scenario: str, metric: str) -> dict:
+    """The gain of ``row`` over ``base`` on the instances and seeds both have (see the module docstring)."""
+    a, b = _by_row(tidy, row, split, scenario, metric), _by_row(tidy, base, split, scenario, metric)
+    common = a.index.intersection(b.index)
+    diff = (a.loc[common] - b.loc[common]).astype(float)
+    if diff.empty:
+        return {"seeds": 0, "n": 0, "gain": math.nan, "gain_sd": math.nan, "lo": math.nan, "hi": math.nan,
+                "p": math.nan, "mde": math.nan, "resolved": False}
+    per_seed = diff.groupby(level="seed").mean()
+    per_instance = diff.groupby(level="image").mean().to_numpy()
+    res = paired_test(per_instance)
+    return {"seeds": len(per_seed), "n": res["n"], "gain": float(per_seed.mean()),
+            "gain_sd": float(per_seed.std(ddof=1)) if len(per_seed) > 1 else math.nan,
+            "lo": res["lo"], "hi": res["hi"], "p": res["p"], "mde": mde(per_instance),
+            "resolved": bool(res["lo"] > 0 or res["hi"] < 0)}
+
+
+def cost(tidy: pd.DataFrame, row: str, split: str, scenario: str) -> dict:
+    """Mean adaptation seconds per instance and the largest peak MiB of one row on one scenario."""
+    t = tidy[(tidy["row"] == row) & (tidy["split"] == split) & (tidy["scenario"] == scenario)]
+    sec = t.loc[t["metric"] == "seconds", "value"].dropna()
+    mib = t.loc[t["metric"] == "peak_mib", "value"].dropna()
+    return {"seconds": float(sec.mean()) if len(sec) else math.nan, "peak_mib": float(mib.max()) if len(mib) else math.nan}
+
+
+def tta_records(tidy: pd.DataFrame, spec: dict, split: str = "test") -> list[dict]:
+    """One record per adaptation row × scenario × gain metric (rows with no ``none`` row of their
+    method are left out; the ``none`` rows are the references, not rows of the table)."""
+    adapts = row_adapts(spec)
+    present = set(tidy["row"].unique())
+    base = {m: r for r, (m, a) in adapts.items() if a == NONE and r in present}
+    oracle = {m: r for r, (m, a) in adapts.items() if a == ORACLE and r in present}
+    out = []
+    for row, (method, adapt) in adapts.items():
+        if adapt == NONE or row not in present or method not in base:
+            continue
+        for scenario in spec.get("scenarios") or []:
+            c = cost(tidy, row, split, scenario)
+            for metric, _, _ in GAIN_METRICS:
+                g = paired_gain(tidy, row, base[method], split, scenario, metric)
+                captured = math.nan
+                if method in oracle and row != oracle[method]:  # only against an oracle gain that is resolved
+                    og = paired_gain(tidy, oracle[method], base[method], split, scenario, metric)
+                    captured = g["gain"] / og["gain"] if og["resolved"] and og["gain"] > 0 else math.nan
+                out.append({"row": row, "method": method, "adapt": adapt, "reference": base[method],
+                            "scenario": scenario, "split": split, "metric": metric, **g, "captured": captured, **c})
+    return out
+
+
+def reference_levels(tidy: pd.DataFrame, spec: dict, split: str = "test") -> list[dict]:
+    """Each ``none`` row's absolute float PSNR per scenario (mean over seeds of the mean over instances)."""
+    out = []
+    for row, (method, adapt) in row_adapts(spec).items():
+        if adapt != NONE:
+            continue
+        for scenario in spec.get("scenarios") or []:
+            v = _by_row(tidy, row, split, scenario, "psnr_float")
+            if len(v):
+                out.append({"row": row, "method": method, "scenario": scenario,
+                            "psnr_float": float(v.groupby(level="seed").mean().mean())})
+    return out
+
+
+def study_tta(study: StudyRuns, split: str = "test") -> list[dict]:
+    """``tta_records`` of a finished TTA study (empty when the study has no scenarios)."""
+    return tta_records(study.tidy, study.spec, split) if scenarios_of(study) else []
+
+
+__all__ = ["GAIN_METRICS", "row_adapts", "scenarios_of", "paired_gain", "cost", "tta_records", "reference_levels",
+           "study_tta"]

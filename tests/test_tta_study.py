@@ -1,0 +1,235 @@
+"""The TTA study: study-file validation, the one evaluator's rows, the gain table's statistics, the
+commands around it; and (slow) `bench run tta --preset smoke` after table2 trains nothing new for ours."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.stats as sps
+import torch
+
+import methods
+from bench.config import load_preset
+from bench.data.base import ImagePair
+from bench.metrics import psnr_float
+from bench.report.runs import melt
+from bench.report.tta import paired_gain, tta_records
+from bench.studies import StudySpec, check_study, load_study, row_adaptation
+from bench.tta import registry as R
+from bench.tta.evaluate import MAX_STEP_COLUMNS, Target, evaluate_entry, row_entry, step_columns
+from bench.tta.run import adapt_image
+
+
+def write(tmp_path, text, name="s.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+ROW = "rows:\n  - {name: r, method: %s, adapt: %s}\n"
+
+
+@pytest.mark.parametrize("body, words", [
+    ("title: t\nscenarios: [in-distribution]\n" + ROW % ("ours", "nope"), ["unknown adaptation 'nope'"]),
+    ("title: t\nscenarios: [nowhere]\n" + ROW % ("ours", "alg3"), ["unknown scenario 'nowhere'"]),
+    ("title: t\nscenarios: [in-distribution]\n" + ROW % ("ridnet", "alg3"), ["'alg3' cannot run on method 'ridnet'"]),
+    ("title: t\n" + ROW % ("ours", "oracle"), ["evaluation-only", "TTA study"]),
+    ("title: t\nscenarios: [in-distribution]\nrows:\n  - {name: r, method: ours, adapt: alg3, adapt_set: {beta: 1}}\n",
+     ["cannot override beta"]),
+])
+def test_bad_study_files_are_one_line_errors_with_exit_2(tmp_path, run_cli, body, words):
+    code, out, err = run_cli("run", write(tmp_path, body), "--preset", "smoke", "--home", tmp_path / "h")
+    assert code == 2 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert all(w in err for w in words), err
+    assert not (tmp_path / "h").exists()  # nothing half-written
+
+
+def test_invalid_scenario_noise_is_refused(tmp_path, run_cli):
+    bad = write(tmp_path, "bad-shift: {description: x, noise: [{base: sidd-like, shot_range: [-1, 0.1]}]}\n", "sc.yaml")
+    study = write(tmp_path, f"title: t\nscenarios: [bad-shift]\nscenario_file: {bad}\n" + ROW % ("ours", "none"))
+    code, _, err = run_cli("run", study, "--preset", "smoke", "--home", tmp_path / "h")
+    assert code == 2 and "bad-shift" in err and "noise[0]" in err and len(err.strip().splitlines()) == 1
+
+
+def test_row_entries_follow_entry_budget_metatest_and_row_in_that_order():
+    smoke, quick = load_preset("smoke"), load_preset("quick")
+    assert row_entry("alg3", "ours", smoke).steps == 2  # the smoke budget
+    assert row_entry("zs-n2n", "ours", quick).steps == 300  # the quick budget
+    tuned = row_entry("alg3", "ours", quick, adapt_from="metatest")
+    assert (tuned.steps, tuned.lr, tuned.optimizer) == (quick.metatest.steps, quick.metatest.lr, quick.metatest.optimizer)
+    assert row_entry("alg3", "ours", quick, {"lr": 1e-3}, "metatest").lr == 1e-3
+    _, tta = load_study("tta")
+    assert tta.is_tta and {r.adapt for r in tta.rows} >= set(R.names())  # every entry is a row
+    assert row_adaptation(StudySpec(title="t", rows=[{"name": "a", "method": "ours"}]),
+                          StudySpec(title="t", rows=[{"name": "a", "method": "ours"}]).rows[0], quick) is None
+
+
+def test_step_columns_are_subsampled_and_named_by_step():
+    cols = step_columns([float(t) for t in range(41)], [0.1] * 40, [30.0 + t for t in range(41)])
+    steps = sorted(int(k.split("@")[1]) for k in cols if k.startswith("loss@"))
+    assert len(steps) == MAX_STEP_COLUMNS and steps[0] == 0 and steps[-1] == 40 and 20 in steps
+    assert all(cols[f"loss@{t}"] == t and cols[f"psnr@{t}"] == 30.0 + t for t in steps)
+    assert "dgrey@0" not in cols and "dgrey@40" in cols
+    short = step_columns([1.0, 0.5, 0.2], [0.3, 0.2], [30.0, 30.1, 30.2])
+    assert sorted(short) == ["dgrey@1", "dgrey@2", "loss@0", "loss@1", "loss@2", "psnr@0", "psnr@1", "psnr@2"]
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(3)
+    model = methods.create("ours", base=8, scale=4, mask_base=8)
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(3):
+        clean = rng.uniform(0.2, 0.8, (16, 16, 3)).astype(np.float32)
+        pairs.append(ImagePair(f"img{i}", clean, np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32)))
+    return model, pairs
+
+
+@pytest.mark.parametrize("name", R.names())
+def test_every_row_leaves_the_weights_bit_identical(tiny, name):
+    model, pairs = tiny
+    entry = R.get(name).with_(steps=2, lr=1e-2) if R.get(name).learns else R.get(name)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = evaluate_entry(model, entry, [Target("test", "s", pairs[:1])], torch.device("cpu"))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training  # left as it was found (evaluate_entry restores train mode)
+    assert {"psnr", "psnr_float", "seconds", "updates", "scenario"} <= set(rows[0])
+
+
+def test_the_unquantized_paired_difference_is_the_float_psnr_difference(tiny):
+    model, pairs = tiny
+    alg3 = R.get("alg3").with_(steps=2, lr=0.05)
+    t = [Target("test", "s", pairs)]
+    wide = []
+    for row, entry in (("none", R.get("none")), ("alg3", alg3)):
+        for r in evaluate_entry(model, entry, t, torch.device("cpu")):
+            wide.append({"study": "x", "row": row, "method": "ours", "seed": 0, **r})
+    tidy = melt(pd.DataFrame(wide))
+    g = paired_gain(tidy, "alg3", "none", "test", "s", "psnr_float")
+    model.eval()
+    by_hand = []
+    for p in pairs:
+        noisy, clean = (torch.from_numpy(a).permute(2, 0, 1)[None] for a in (p.noisy, p.clean))
+        a = adapt_image(alg3, model, noisy, clean).prediction
+        with torch.no_grad():
+            b = model(noisy)
+        by_hand.append(float(psnr_float(a[0], clean[0])) - float(psnr_float(b[0], clean[0])))
+    model.train()
+    assert g["n"] == 3 and g["gain"] == pytest.approx(np.mean(by_hand), abs=1e-9)
+    assert g["gain"] != 0.0  # the float difference sees what 8 bits may round away
+
+
+def test_gain_table_statistics_by_hand():
+    rng = np.random.default_rng(1)
+    base = rng.normal(30, 1, (2, 10))  # seeds × instances
+    gain = rng.normal(0.05, 0.02, (2, 10))
+    recs = []
+    for row, vals in (("none", base), ("alg3", base + gain), ("oracle", base + 2 * gain)):
+        for s in range(2):
+            for i in range(10):
+                recs.append({"row": row, "seed": s, "split": "test", "scenario": "c", "image": f"i{i}",
+                             "metric": "psnr_float", "value": vals[s, i]})
+                recs.append({"row": row, "seed": s, "split": "test", "scenario": "c", "image": f"i{i}",
+                             "metric": "seconds", "value": 0.5})
+    spec = {"scenarios": ["c"], "rows": [{"name": "none", "method": "ours", "adapt": "none"},
+                                         {"name": "alg3", "method": "ours", "adapt": "alg3"},
+                                         {"name": "oracle", "method": "ours", "adapt": "oracle"}]}
+    out = {r["row"]: r for r in tta_records(pd.DataFrame(recs), spec) if r["metric"] == "psnr_float"}
+    r = out["alg3"]
+    per_seed = gain.mean(axis=1)
+    d = gain.mean(axis=0)
+    q = sps.t.ppf(0.975, 9) + sps.t.ppf(0.8, 9)
+    assert r["n"] == 10 and r["seeds"] == 2
+    assert r["gain"] == pytest.approx(per_seed.mean()) and r["gain_sd"] == pytest.approx(per_seed.std(ddof=1))
+    assert r["mde"] == pytest.approx(q * d.std(ddof=1) / math.sqrt(10))
+    assert r["p"] == pytest.approx(sps.wilcoxon(d).pvalue)
+    assert r["resolved"] == (r["lo"] > 0 or r["hi"] < 0)
+    assert r["captured"] == pytest.approx(0.5) and r["seconds"] == 0.5
+    assert "none" not in out
+
+
+def test_adaptations_json_lists_every_entry(run_cli):
+    code, out, _ = run_cli("adaptations", "--json")
+    assert code == 0 and [r["name"] for r in json.loads(out)] == R.names()
+
+
+def test_denoise_refuses_the_oracle_and_impossible_pairings(tmp_path, run_cli):
+    code, _, err = run_cli("denoise", tmp_path / "x.png", "--adapt", "oracle")
+    assert code == 2 and "evaluation-only" in err and len(err.strip().splitlines()) == 1
+    from bench.denoise import Denoiser
+    from bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="cannot run on method"):
+        Denoiser(methods.create("ridnet", n_feats=16, n_blocks=1), methods.get("ridnet").recipe,
+                 entry=R.get("alg3"))
+
+
+def test_denoiser_runs_an_entry_on_the_whole_image(tiny):
+    from bench.denoise import Denoiser
+
+    model, pairs = tiny
+    den = Denoiser(model, methods.get("ours").recipe, entry=R.get("lan-offset").with_(steps=2))
+    res = den.run(pairs[0].noisy, before=True, trajectory=True)
+    assert res.image.shape == pairs[0].noisy.shape and res.adapted and len(res.steps) == 3
+    assert not np.array_equal(res.image, res.before)  # the offset moved the output
+
+
+@pytest.mark.slow
+def test_tta_after_table2_trains_nothing_new_and_reports(tmp_path, run_cli, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    home = tmp_path / "home"
+    code, _, err = run_cli("run", "table2", "--preset", "smoke", "--home", home, "--quiet")
+    assert code == 0, err
+    trained = sorted(p.name for p in (home / "cache").glob("*.pt"))
+    code, out, err = run_cli("run", "tta", "--preset", "smoke", "--home", home, "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in (home / "cache").glob("*.pt")) == trained  # ours and RIDNet: reused
+    _, spec = load_study("tta")
+    rows = [r.name for r in spec.rows if r.adapt != "none"]
+    for name in rows:
+        assert f"│ {name} " in out
+    code, out, err = run_cli("report", "tta", "--preset", "smoke", "--latex", "--home", home, "--out", tmp_path / "rep",
+                             "--no-log")
+    assert code == 0, err
+    tex = (tmp_path / "rep" / "tta.tex").read_text()
+    for scenario in spec.scenarios:
+        assert f"{scenario} (n = 2)" in tex
+    body = [line for line in tex.splitlines() if line.rstrip().endswith("\\\\") and "&" in line]
+    for name in rows:  # every row × scenario has a number in both gain tables
+        lines = [line for line in body if line.split("&")[0].strip() == name.replace("-", "-")]
+        assert len(lines) == 2 and all(line.count("[") == len(spec.scenarios) for line in lines), name
+    assert (tmp_path / "rep" / "figures" / "tta" / "tta_steps.png").exists()
+
+
+def test_only_studies_that_read_the_tta_section_are_named_by_it():
+    p = load_preset("quick")
+    q = p.with_overrides(["tta.draws=2"])
+    assert p.digest(tta=False) == q.digest(tta=False) and p.digest() != q.digest()
+    _, table2 = load_study("table2")
+    _, tta = load_study("tta")
+    assert not table2.reads_tta and tta.reads_tta
+
+
+def test_tta_figures_compute_gain_per_step_and_against_alignment():
+    from types import SimpleNamespace
+
+    from bench.report.figures import Skip, tta_alignment, tta_steps
+
+    recs = []
+    for i in range(4):
+        base = 30.0 + i
+        for metric, row, v in (("psnr_float", "none", base), ("psnr@0", "alg3", base), ("psnr@1", "alg3", base + 0.1 * i),
+                               ("psnr_float", "alg3", base + 0.1 * i), ("alignment", "alg3", 0.2 * i)):
+            recs.append({"row": row, "seed": 0, "split": "test", "scenario": "c", "image": f"i{i}", "metric": metric,
+                         "value": v})
+    spec = {"scenarios": ["c"], "rows": [{"name": "none", "method": "ours", "adapt": "none"},
+                                         {"name": "alg3", "method": "ours", "adapt": "alg3"}]}
+    study = SimpleNamespace(spec=spec, tidy=pd.DataFrame(recs), title="t")
+    (curve,) = tta_steps.compute(study).curves
+    assert curve.steps == [0, 1] and curve.mean == pytest.approx([0.0, 0.15])
+    (pts,) = tta_alignment.compute(study).points
+    assert pts.alignment.tolist() == pytest.approx([0, 0.2, 0.4, 0.6]) and pts.gain.tolist() == pytest.approx([0, .1, .2, .3])
+    with pytest.raises(Skip):
+        tta_steps.compute(SimpleNamespace(spec={"rows": []}, tidy=pd.DataFrame(), title="t"))
