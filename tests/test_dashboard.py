@@ -66,9 +66,9 @@ def test_dashboard_screenshot_in_a_real_browser(dashboard, tmp_path):
     shot = ARTIFACTS / "optuna-dashboard-study.png"
     shot.unlink(missing_ok=True)
     subprocess.run([*browser, "--window-size=1400,900", "--virtual-time-budget=10000", f"--screenshot={shot}", url],
-                   check=True, capture_output=True, timeout=120)
+                   check=True, capture_output=True, timeout=300)
     assert shot.stat().st_size > 10_000
     dom = subprocess.run([*browser, "--virtual-time-budget=10000", "--dump-dom", url], capture_output=True,
-                         text=True, timeout=120).stdout
+                         text=True, timeout=300).stdout
     assert study.study_name in dom  # drawn by the dashboard's scripts from its API, not in the served HTML
     assert study.study_name not in http_get(url).decode()

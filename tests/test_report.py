@@ -408,7 +408,7 @@ def test_latex_tables_compile(smoke, tmp_path):
     doc.write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
                    f"{body}\n\\end{{document}}\n")
     res = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", doc.name], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:]
     text = subprocess.run([pdftotext, "-layout", "doc.pdf", "-"], cwd=tmp_path, capture_output=True, text=True,
                           check=True, timeout=60).stdout
@@ -425,7 +425,7 @@ def test_html_page_renders_in_headless_chromium(smoke, tmp_path):
     assert text.count('src="data:image/png;base64,') == len(FIGURES_NAMES)
     shot = tmp_path / "shot.png"
     res = subprocess.run([*browser, f"--screenshot={shot}", page.as_uri()], capture_output=True,
-                         text=True, timeout=120)
+                         text=True, timeout=300)
     assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
     assert not re.search(r"Uncaught|ERR_FILE_NOT_FOUND|ERR_NAME|Failed to load resource", res.stderr)
     from matplotlib.image import imread
@@ -433,5 +433,5 @@ def test_html_page_renders_in_headless_chromium(smoke, tmp_path):
     img = imread(str(shot))
     assert img.shape[0] >= 1000 and img.std() > 0.05  # something was drawn, not a blank page
     dom = subprocess.run([*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True,
-                         timeout=120).stdout
+                         timeout=300).stdout
     assert dom.count("<table") == 2 and dom.count("<img") == len(FIGURES_NAMES)

@@ -59,5 +59,5 @@ def test_bench_ui_screenshot_in_a_real_browser(ui, tmp_path):
                    check=True, capture_output=True, timeout=300)  # a loaded 2-core machine is slow
     assert shot.exists() and shot.stat().st_size > 10_000
     dom = subprocess.run([*browser, "--virtual-time-budget=8000", "--dump-dom", url], capture_output=True, text=True,
-                         timeout=120).stdout
+                         timeout=300).stdout
     assert "ui-smoke-" in dom  # the experiment's name, rendered by the UI's own scripts
