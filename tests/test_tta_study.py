@@ -126,7 +126,7 @@ def test_gain_table_statistics_by_hand():
     base = rng.normal(30, 1, (2, 10))  # seeds × instances
     gain = rng.normal(0.05, 0.02, (2, 10))
     recs = []
-    for row, vals in (("none", base), ("alg3", base + gain), ("oracle", base + 2 * gain)):
+    for row, vals in (("none", base), ("alg3", base + gain), ("oracle", base + 2 * gain), ("nlm", base + 3 * gain)):
         for s in range(2):
             for i in range(10):
                 recs.append({"row": row, "seed": s, "split": "test", "scenario": "c", "image": f"i{i}",
@@ -135,7 +135,8 @@ def test_gain_table_statistics_by_hand():
                              "metric": "seconds", "value": 0.5})
     spec = {"scenarios": ["c"], "rows": [{"name": "none", "method": "ours", "adapt": "none"},
                                          {"name": "alg3", "method": "ours", "adapt": "alg3"},
-                                         {"name": "oracle", "method": "ours", "adapt": "oracle"}]}
+                                         {"name": "oracle", "method": "ours", "adapt": "oracle"},
+                                         {"name": "nlm", "method": "ours", "adapt": "nlm"}]}
     out = {r["row"]: r for r in tta_records(pd.DataFrame(recs), spec) if r["metric"] == "psnr_float"}
     r = out["alg3"]
     per_seed = gain.mean(axis=1)
@@ -147,6 +148,7 @@ def test_gain_table_statistics_by_hand():
     assert r["p"] == pytest.approx(sps.wilcoxon(d).pvalue)
     assert r["resolved"] == (r["lo"] > 0 or r["hi"] < 0)
     assert r["captured"] == pytest.approx(0.5) and r["seconds"] == 0.5
+    assert math.isnan(out["nlm"]["captured"])  # the heads' oracle bounds only rows that move the heads
     assert "none" not in out
 
 

@@ -5,7 +5,7 @@ the ``none`` row of the same method on the same instances (float PSNR, and SSIM)
 over instances of the paired difference, then mean ± std (ddof=1) over seeds; the paired 95 %
 bootstrap interval and the Wilcoxon p over instances (each instance's difference averaged over the
 seeds), the minimum detectable effect (``stats.mde``) and n; the captured fraction = the gain / the
-oracle's gain (same method and scenario; only where the oracle's gain is positive and resolved); and the cost, mean adaptation seconds per instance and
+oracle's gain (same method and scenario, rows that move the oracle's parameters; only where the oracle's gain is positive and resolved); and the cost, mean adaptation seconds per instance and
 peak MiB. A gain whose interval covers zero is "not resolved".
 """
 from __future__ import annotations
@@ -14,6 +14,7 @@ import math
 
 import pandas as pd
 
+from ..tta.registry import get as get_adaptation
 from .runs import StudyRuns
 from .stats import mde, paired_test
 
@@ -62,6 +63,11 @@ def cost(tidy: pd.DataFrame, row: str, split: str, scenario: str) -> dict:
     return {"seconds": float(sec.mean()) if len(sec) else math.nan, "peak_mib": float(mib.max()) if len(mib) else math.nan}
 
 
+def same_parameters(adapt: str, other: str) -> bool:
+    """Whether two adaptation entries move the same parameters (an oracle bounds only those)."""
+    return get_adaptation(adapt).moves == get_adaptation(other).moves
+
+
 def tta_records(tidy: pd.DataFrame, spec: dict, split: str = "test") -> list[dict]:
     """One record per adaptation row × scenario × gain metric (rows with no ``none`` row of their
     method are left out; the ``none`` rows are the references, not rows of the table)."""
@@ -78,7 +84,9 @@ def tta_records(tidy: pd.DataFrame, spec: dict, split: str = "test") -> list[dic
             for metric, _, _ in GAIN_METRICS:
                 g = paired_gain(tidy, row, base[method], split, scenario, metric)
                 captured = math.nan
-                if method in oracle and row != oracle[method]:  # only against an oracle gain that is resolved
+                # Only rows that move what the oracle moves (the heads) have it as their bound; and
+                # only against an oracle gain that is resolved and positive.
+                if method in oracle and row != oracle[method] and same_parameters(adapt, ORACLE):
                     og = paired_gain(tidy, oracle[method], base[method], split, scenario, metric)
                     captured = g["gain"] / og["gain"] if og["resolved"] and og["gain"] > 0 else math.nan
                 out.append({"row": row, "method": method, "adapt": adapt, "reference": base[method],
