@@ -19,7 +19,7 @@ from .cases import case_batched, case_eval, case_maxl, case_metatest, case_mtl, 
 from .harness import TOL_GRAD, TOL_IMAGE, TOL_PSNR_DB, Bench, PerfConfig
 from .measure import environment, load_average
 
-CASES = ("mtl", "metatest", "batched", "maxl", "eval", "memmodel")
+CASES = ("mtl", "metatest", "batched", "maxl", "eval", "memmodel", "contention")
 
 
 def _csv(text: str, what: str) -> list[str]:
@@ -105,6 +105,11 @@ def run_perf(cfg: PerfConfig, log: Callable[[str], None] = lambda s: None) -> di
 
         log("memory model")
         result["memory_model"] = memory_model(device, log, cfg.seed)
+    if "contention" in cfg.cases:
+        from .contention import measure
+
+        log("training stage alone and beside a busy process")
+        result["contention"] = measure(log=log) if not cfg.quick else measure(steps=1, batch=2, patch=32, log=log)
     result["load_average_end"] = load_average()
     result["seconds"] = time.perf_counter() - start
     return result
@@ -197,6 +202,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         out += ["", "## Notes", "", *notes]
     if "memory_model" in result:
         out += ["", memory_markdown(result["memory_model"])]
+    if "contention" in result:
+        out += ["", contention_markdown(result["contention"])]
     return "\n".join(out) + "\n"
 
 
@@ -224,6 +231,17 @@ def memory_markdown(mm: dict[str, Any]) -> str:
                       [[n["name"], q["batch"], q["patch"], q["steps"], f"{q['mib']:.1f}"]
                        for n in mm["networks"] for q in n["points"]])]
     return "\n".join(out)
+
+
+def contention_markdown(c: dict[str, Any]) -> str:
+    """The contention case: a training stage alone and beside a busy process, per OpenMP setting."""
+    rows = [[name, _t(r["alone"]["seconds"]), _t(r["beside"]["seconds"]), f"**{r['ratio']:.2f}×**",
+             f"{r['alone']['cpu_seconds']:.1f} → {r['beside']['cpu_seconds']:.1f} s"]
+            for name, r in c["settings"].items()]
+    return "\n".join(["## A training stage beside a CPU-bound process", "",
+                      f"{c['stage']}, {c['cpu_count']} cores, each in a fresh process; beside = a busy loop in "
+                      f"another process (load average at the end {c['load_average']}).", "",
+                      _md_table(["OpenMP waiting", "alone", "beside a busy process", "ratio", "CPU time"], rows)])
 
 
 def write_report(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
