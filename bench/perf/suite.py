@@ -112,7 +112,34 @@ def run_perf(cfg: PerfConfig, log: Callable[[str], None] = lambda s: None) -> di
         result["contention"] = measure(log=log) if not cfg.quick else measure(steps=1, batch=2, patch=32, log=log)
     result["load_average_end"] = load_average()
     result["seconds"] = time.perf_counter() - start
+    result["headlines"] = headlines(result)
+    for line in result["headlines"]:
+        log(line)
     return result
+
+
+# (case prefix, reference, variants): the ratios issue 20 sets targets for, one line per case
+HEADLINES = (("metatest-", "official", ("ours, adam", "ours", "ours, NCHW, adam", "ours, NCHW")),
+             ("mtl", "naive", ("ours", "ours, NCHW")))
+
+
+def headlines(result: dict[str, Any]) -> list[str]:
+    """One line per case with a target: 'meta-test 256², K=5 vs official: ours, adam 2.91× (CPU time 2.95×); …'."""
+    lines = []
+    for case in result["cases"]:
+        for prefix, base, names in HEADLINES:
+            if not case["case"].startswith(prefix) or base not in case["variants"]:
+                continue
+            parts = []
+            for name in names:
+                sp = case["speedup"].get(name, {}).get(base)
+                if not sp:
+                    continue
+                cpu = sp.get("cpu_time", {}).get("median_of_ratios")
+                parts.append(f"{name} {sp['median_of_ratios']:.2f}×" + ("" if cpu is None else f" (CPU time {cpu:.2f}×)"))
+            if parts:
+                lines.append(f"{case['title']} vs {base}: " + "; ".join(parts))
+    return lines
 
 
 def failed_checks(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -192,6 +219,8 @@ def to_markdown(result: dict[str, Any]) -> str:
            "(in parentheses: against another reference). CPU time: the process's CPU time (all threads) of "
            "the call, which other processes do not inflate. Tensor peak: memory the call allocated on top of what existed before "
            "(CUDA: max allocated − allocated before; CPU: PyTorch profiler, live tensor bytes).", "",
+           *(["Headline ratios (median of per-round ratios, same run):", "",
+              *[f"- {h}" for h in result.get("headlines", [])], ""] if result.get("headlines") else []),
            _md_table(headers(result), table_rows(result)), "", "## Checks", "",
            _md_table(["case", "check", "value", "tolerance", "effect guarded", "ok"],
                      [[c["case"], c["what"], f"{c['value']:.3g}", f"{c['tol']:g}",

@@ -1,0 +1,94 @@
+"""Issue 20's fast paths equal today's path: the channels-last layout of the inner loops, passive
+OpenMP waiting set before torch loads, the thread choice, batched evaluation."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import methods
+from bench.adapt import memory_layout, meta_test, mtl_loss
+
+HP = dict(inner_lr=0.05, lambda_in=10.0, lambda_out=10.0)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(3)
+    model = methods.create("ours")
+    noisy = torch.rand(2, 3, 12, 10)
+    clean = (noisy + 0.1 * torch.randn_like(noisy)).clamp(0, 1)
+    return model, noisy, clean
+
+
+def grads_of(model, loss_fn):
+    model.zero_grad(set_to_none=True)
+    loss_fn().backward()
+    return {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_channels_last_meta_test_equals_todays_layout(setup, optimizer):
+    model, noisy, _ = setup
+    kw = dict(steps=3, lr=1e-2 if optimizer == "sgd" else 1e-3, optimizer=optimizer, trajectory=True)
+    with memory_layout("contiguous"):
+        ref = meta_test(model, noisy, **kw)
+    with memory_layout("channels_last"):
+        out = meta_test(model, noisy, **kw)
+    assert out.is_contiguous() and out.shape == ref.shape
+    moved = (ref[-1] - ref[0]).abs().max().item()
+    assert moved > 1e-3  # the adaptation changes the output far beyond the tolerance below
+    assert (out - ref).abs().max().item() <= 1e-5
+    with memory_layout("auto"):  # CPU: auto is channels-last
+        assert torch.equal(meta_test(model, noisy, **kw), out)
+
+
+@pytest.mark.parametrize("first_order", [False, True])
+def test_channels_last_mtl_gradients_equal_todays_layout(setup, first_order):
+    model, noisy, clean = setup
+    kw = dict(steps=3, first_order=first_order, **HP)
+    with memory_layout("contiguous"):
+        ref = grads_of(model, lambda: mtl_loss(model, noisy, clean, **kw))
+    with memory_layout("channels_last"):
+        fast = grads_of(model, lambda: mtl_loss(model, noisy, clean, **kw))
+    assert fast.keys() == ref.keys() and len(ref) > 0
+    for k in ref:
+        assert (fast[k] - ref[k]).abs().max() <= 1e-4 * ref[k].abs().max().clamp_min(1e-12), k
+
+
+def test_memory_layout_is_scoped_and_validated(setup):
+    from bench import adapt
+
+    with memory_layout("contiguous"):
+        assert adapt._layout == "contiguous"
+    assert adapt._layout == "auto"
+    with pytest.raises(ValueError, match="memory layout 'nhwc'"):
+        with memory_layout("nhwc"):
+            pass
+
+
+def _env_after_import(env: dict[str, str]) -> str:
+    code = "import bench, os; print(os.environ.get('OMP_WAIT_POLICY'))"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_openmp_waits_passively_unless_told_otherwise():
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "BENCH_OMP_WAIT")}
+    assert _env_after_import(base) == "PASSIVE"
+    assert _env_after_import(base | {"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"  # the user's value wins
+    assert _env_after_import(base | {"BENCH_OMP_WAIT": "active"}) == "None"
+
+
+def test_vmap_runs_in_nchw_even_when_channels_last_is_asked(setup):
+    from bench.adapt import per_sample_mode
+
+    model, noisy, clean = setup
+    kw = dict(steps=2, **HP)
+    with memory_layout("contiguous"), per_sample_mode("loop"):
+        ref = grads_of(model, lambda: mtl_loss(model, noisy, clean, **kw))
+    with memory_layout("channels_last"), per_sample_mode("vmap"):
+        got = grads_of(model, lambda: mtl_loss(model, noisy, clean, **kw))
+    for k in ref:
+        assert (got[k] - ref[k]).abs().max() <= 1e-4 * ref[k].abs().max().clamp_min(1e-12), k
