@@ -92,3 +92,36 @@ def test_vmap_runs_in_nchw_even_when_channels_last_is_asked(setup):
         got = grads_of(model, lambda: mtl_loss(model, noisy, clean, **kw))
     for k in ref:
         assert (got[k] - ref[k]).abs().max() <= 1e-4 * ref[k].abs().max().clamp_min(1e-12), k
+
+
+def test_free_threads_from_fake_loads():
+    from bench.workers import free_threads
+
+    assert free_threads(2, 0.0) == 2  # idle machine: every core
+    assert free_threads(2, 1.0) == 1  # one busy process beside us
+    assert free_threads(2, 6.0) == 1  # never fewer than one
+    assert free_threads(8, 2.4) == 6 and free_threads(8, 2.6) == 5
+    assert free_threads(4, -1.0) == 4
+
+
+def test_runnable_others_reads_the_instant_count_less_itself():
+    from bench.workers import runnable_others
+
+    lines = iter(["0.50 0.40 0.30 3/200 99", "9.00 9.00 9.00 1/200 99", "0.1 0.1 0.1 3/201 99"])
+    assert runnable_others(samples=3, interval=0, read=lambda: next(lines)) == 2.0  # median of 2, 0, 2
+    assert runnable_others(samples=1, interval=0, read=lambda: "garbage") is None
+
+
+def test_stage_threads_only_with_bench_threads_auto(monkeypatch):
+    from bench import workers
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("BENCH_THREADS", raising=False)
+    assert workers.stage_threads() is None and torch.get_num_threads() == before
+    monkeypatch.setenv("BENCH_THREADS", "auto")
+    monkeypatch.setattr(workers, "runnable_others", lambda: 5.0)
+    monkeypatch.setattr(workers, "usable_cores", lambda: 2)
+    try:
+        assert workers.stage_threads() == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -67,9 +67,12 @@ def run_stage(env: dict[str, str], steps: int, batch: int, patch: int, busy: boo
 
 
 def settings() -> dict[str, dict[str, str | None]]:
-    """The settings compared: OpenMP's default (threads spin at barriers) and what bench sets."""
-    return {"spinning (OpenMP default)": {k: None for k in WAIT_VARS} | {"BENCH_OMP_WAIT": "active"},
-            "bench default (passive wait)": {k: None for k in WAIT_VARS}}
+    """The settings compared: OpenMP's default (threads spin at barriers), what bench sets, and
+    bench's opt-in thread choice from the cores free at stage start (``bench.workers.stage_threads``)."""
+    return {"spinning (OpenMP default)": {k: None for k in WAIT_VARS} | {"BENCH_OMP_WAIT": "active",
+                                                                         "BENCH_THREADS": None},
+            "bench default (passive wait)": {k: None for k in WAIT_VARS} | {"BENCH_THREADS": None},
+            "passive wait + BENCH_THREADS=auto": {k: None for k in WAIT_VARS} | {"BENCH_THREADS": "auto"}}
 
 
 def measure(steps: int = 6, batch: int = 4, patch: int = 64, threads: int | None = None,
