@@ -125,3 +125,38 @@ def test_stage_threads_only_with_bench_threads_auto(monkeypatch):
         assert workers.stage_threads() == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_batches_group_equal_sizes_within_the_pixel_budget():
+    from bench.evaluate import batches
+
+    shapes = [(4, 4, 3), (2, 2, 3), (4, 4, 3), (4, 4, 3), (2, 2, 3)]
+    assert batches(shapes, max_pixels=32) == [[0, 2], [3], [1, 4]]
+    assert batches(shapes, max_pixels=0) == [[0], [2], [3], [1], [4]]
+    assert batches(shapes, max_pixels=1) == [[0], [2], [3], [1], [4]]  # one image even over budget
+
+
+@pytest.mark.parametrize("metatest", [True, False])
+def test_batched_evaluation_equals_one_image_at_a_time(metatest):
+    import numpy as np
+
+    from bench.config import MetaTestConfig
+    from bench.data.base import ImagePair
+    from bench.evaluate import evaluate
+
+    torch.manual_seed(5)
+    model = methods.create("ours")
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i, (h, w) in enumerate([(16, 12), (12, 16), (16, 12), (16, 12)]):
+        clean = rng.random((h, w, 3), dtype=np.float32)
+        pairs.append(ImagePair(f"im{i}", clean, np.clip(clean + 0.1 * rng.standard_normal((h, w, 3)), 0, 1)
+                               .astype(np.float32)))
+    recipe, mt = methods.get("ours").recipe, MetaTestConfig(steps=2, lr=1e-2)
+    seen = []
+    one = evaluate(model, recipe, pairs, mt, metatest, torch.device("cpu"), batch_pixels=0)
+    batched = evaluate(model, recipe, pairs, mt, metatest, torch.device("cpu"), progress=lambda: seen.append(1))
+    assert [r["image"] for r in batched] == [p.name for p in pairs] and len(seen) == 4
+    for a, b in zip(one, batched):
+        for k in ("psnr", "ssim", "ssim_gauss"):
+            assert abs(a[k] - b[k]) <= 1e-9, (a["image"], k, a[k], b[k])
