@@ -174,3 +174,36 @@ def test_batched_evaluation_equals_one_image_at_a_time(metatest):
     for a, b in zip(one, batched):
         for k in ("psnr", "ssim", "ssim_gauss"):
             assert abs(a[k] - b[k]) <= 1e-9, (a["image"], k, a[k], b[k])
+
+
+# Issue 20: `bench run <unknown study>` must answer before the heavy libraries load. The CLI itself
+# is light (checked below, passing); the study lookup still lives in bench/studies.py, which imports
+# optuna, mlflow (via the pipeline) and torch (via methods) at the top: the second check fails until
+# the lookup and validation move to a module without them (strict xfail: it flips when they do).
+IMPORT_CHECK = """
+import sys
+from bench.cli import main
+heavy = ("torch", "mlflow", "optuna", "pandas")
+print(",".join(m for m in heavy if m in sys.modules))
+try:
+    main(["run", "no-such-study"])
+except SystemExit as e:
+    print(e.code)
+print(",".join(m for m in heavy if m in sys.modules))
+"""
+
+
+def _import_check() -> list[str]:
+    out = subprocess.run([sys.executable, "-c", IMPORT_CHECK], capture_output=True, text=True, timeout=300)
+    return out.stdout.splitlines()
+
+
+def test_the_cli_loads_no_heavy_library_before_a_command_runs():
+    lines = _import_check()
+    assert lines[0] == "" and lines[1] == "2", lines
+
+
+@pytest.mark.xfail(strict=True, reason="bench/studies.py imports torch/optuna/mlflow at the top (issue 20)")
+def test_an_unknown_study_is_reported_before_torch_mlflow_optuna_pandas_load():
+    lines = _import_check()
+    assert lines[1] == "2" and lines[2] == "", lines
