@@ -67,11 +67,15 @@ def run_stage(env: dict[str, str], steps: int, batch: int, patch: int, busy: boo
 
 
 def settings() -> dict[str, dict[str, str | None]]:
-    """The settings compared: OpenMP's default (threads spin at barriers), what bench sets, and
+    """The settings compared: OpenMP's default (threads spin at barriers), what bench sets, a short
+    spin (libgomp's spin count: ~tens of µs before sleeping; an alternative should passive waiting
+    cost time on an idle machine), and
     bench's opt-in thread choice from the cores free at stage start (``bench.workers.stage_threads``)."""
     return {"spinning (OpenMP default)": {k: None for k in WAIT_VARS} | {"BENCH_OMP_WAIT": "active",
                                                                          "BENCH_THREADS": None},
             "bench default (passive wait)": {k: None for k in WAIT_VARS} | {"BENCH_THREADS": None},
+            "short spin (GOMP_SPINCOUNT=10000)": {k: None for k in WAIT_VARS} | {
+                "BENCH_OMP_WAIT": "active", "GOMP_SPINCOUNT": "10000", "BENCH_THREADS": None},
             "passive wait + BENCH_THREADS=auto": {k: None for k in WAIT_VARS} | {"BENCH_THREADS": "auto"}}
 
 

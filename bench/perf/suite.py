@@ -139,6 +139,11 @@ def headlines(result: dict[str, Any]) -> list[str]:
                 parts.append(f"{name} {sp['median_of_ratios']:.2f}×" + ("" if cpu is None else f" (CPU time {cpu:.2f}×)"))
             if parts:
                 lines.append(f"{case['title']} vs {base}: " + "; ".join(parts))
+    if "contention" in result:
+        c = result["contention"]
+        lines.append(f"{c['stage']}, beside a busy process / alone: " + "; ".join(
+            f"{name} {r['ratio']:.2f}× ({r['beside']['seconds']:.1f} / {r['alone']['seconds']:.1f} s)"
+            for name, r in c["settings"].items()))
     return lines
 
 
