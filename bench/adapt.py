@@ -164,9 +164,10 @@ def memory_layout(mode: str):
     """The memory layout ``mtl_loss`` and ``meta_test`` run their convolutions in, inside this block:
     ``channels_last`` (NHWC: the images, the body's features, the mask and the adapted heads'
     weights), ``contiguous`` (NCHW, what the caller passes), or ``auto`` (the default):
-    channels-last on CPU, where oneDNN's convolutions and their backward run faster in it
-    (`bench perf`), the caller's layout elsewhere. Results agree to float rounding (tests/test_speed.py);
-    outputs come back contiguous. Per-sample loops under ``vmap`` always run in NCHW: channels-last
+    ``mtl_loss`` on CPU runs channels-last, where oneDNN's convolutions and their double backward
+    run faster (`bench perf`); ``meta_test`` keeps the caller's layout, so that its outputs equal
+    bit for bit every other path through ``run_steps`` (``bench.tta``'s Alg. 3, the Denoiser).
+    Results of the two layouts agree to float rounding (tests/test_speed.py); outputs come back contiguous. Per-sample loops under ``vmap`` always run in NCHW: channels-last
     inputs there gave wrong body gradients (torch 2.14, CPU).
     """
     global _layout
@@ -183,11 +184,13 @@ def _nhwc(x: Tensor) -> Tensor:
     return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
 
 
-def _in_layout(noisy: Tensor, params: Params, *images: Tensor) -> tuple[bool, Tensor, Params, tuple[Tensor, ...]]:
-    """(channels-last?, then ``noisy``, ``params`` and ``images`` in the layout of ``memory_layout``)."""
+def _in_layout(noisy: Tensor, params: Params, *images: Tensor,
+               auto_nhwc: bool) -> tuple[bool, Tensor, Params, tuple[Tensor, ...]]:
+    """(channels-last?, then ``noisy``, ``params`` and ``images`` in the layout of ``memory_layout``;
+    ``auto_nhwc``: what ``auto`` means on CPU for the caller)."""
     mode = _layout
     if mode == "auto":
-        mode = "channels_last" if noisy.device.type == "cpu" else "contiguous"
+        mode = "channels_last" if auto_nhwc and noisy.device.type == "cpu" else "contiguous"
     if mode == "contiguous" or _resolved_per_sample_mode(noisy) == "vmap":
         return False, noisy, params, images
     return True, _nhwc(noisy), {k: _nhwc(v) for k, v in params.items()}, tuple(_nhwc(x) for x in images)
@@ -261,7 +264,7 @@ def mtl_loss(model: nn.Module, noisy: Tensor, clean: Tensor, *, steps: int, inne
     through the inner steps.
     """
     restorer = model.restorer
-    nhwc, noisy, params, (clean,) = _in_layout(noisy, inner_parameters(restorer, scope), clean)
+    nhwc, noisy, params, (clean,) = _in_layout(noisy, inner_parameters(restorer, scope), clean, auto_nhwc=True)
     features, mask = _frozen_in_layout(model, noisy, scope, aux, nhwc)
 
     def sample_loss(n: Tensor, c: Tensor, m: Tensor | None, f: Tensor | None) -> Tensor:
@@ -319,7 +322,7 @@ def meta_test(model: nn.Module, noisy: Tensor, *, steps: int, lr: float, scope: 
     out_dtype = noisy.dtype
     with torch.no_grad(), precision_context(noisy.device, precision):
         params = {k: p.detach() for k, p in inner_parameters(restorer, scope).items()}
-        nhwc, noisy, params, _ = _in_layout(noisy, params)
+        nhwc, noisy, params, _ = _in_layout(noisy, params, auto_nhwc=False)
         features, mask = _frozen_in_layout(model, noisy, scope, aux, nhwc)
 
         def sample_iterates(n: Tensor, m: Tensor | None, f: Tensor | None) -> list[Params]:

@@ -36,14 +36,19 @@ def _in_mode(mode: str, fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
-NCHW = "ours, NCHW"  # the layout before issue 20 (memory_layout "contiguous"); ours = auto (channels-last on CPU)
+NCHW = "ours, NCHW"  # MTL before issue 20 (memory_layout "contiguous"); ours = auto (channels-last on CPU)
+NHWC = "ours, NHWC loop"  # meta-test with memory_layout "channels_last" (its auto keeps the caller's NCHW)
+
+
+def _layout(mode: str, fn: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        with memory_layout(mode):
+            return fn()
+    return run
 
 
 def _nchw(fn: Callable[[], Any]) -> Callable[[], Any]:
-    def run() -> Any:
-        with memory_layout("contiguous"):
-            return fn()
-    return run
+    return _layout("contiguous", fn)
 
 
 def case_mtl(b: Bench) -> CaseResult:
@@ -127,15 +132,16 @@ def case_metatest(b: Bench, size: int) -> CaseResult:
                       effect=effect)
         if mode == auto:
             fast = out
-    out_nchw = _nchw(lambda: meta_test(model, noisy, steps=K, lr=CHECK_LR))()
-    res.add_check("output: ours vs ours in NCHW (max abs)", (fast - out_nchw).abs().max().item(), TOL_IMAGE)
+    out_nhwc = _layout("channels_last", lambda: meta_test(model, noisy, steps=K, lr=CHECK_LR))()
+    res.add_check(f"output: {NHWC} vs ours (max abs)", (out_nhwc - fast).abs().max().item(), TOL_IMAGE)
     _check_official(res, model, noisy, K, before)
     run = lambda m=model, x=noisy, **kw: (lambda: meta_test(m, x, steps=K, lr=META_LR, **kw))  # noqa: E731
     fns = {"naive": lambda: naive_meta_test(model, noisy, steps=K, lr=META_LR, freeze=False),
            "naive, body frozen": lambda: naive_meta_test(model, noisy, steps=K, lr=META_LR),
            "official": lambda: official_meta_test(model, noisy, steps=K, lr=OFFICIAL_LR),
            "ours": run(), f"ours, {other}": _in_mode(other, run()),
-           "ours, adam": run(optimizer="adam"), NCHW: _nchw(run()), f"{NCHW}, adam": _nchw(run(optimizer="adam"))}
+           "ours, adam": run(optimizer="adam"), NHWC: _layout("channels_last", run()),
+           f"{NHWC}, adam": _layout("channels_last", run(optimizer="adam"))}
     res.notes.append("naive = a deep copy per image, torch.optim.SGD on the heads, the full restorer every "
                      "step, backward also through the body; 'body frozen' turns requires_grad off outside "
                      "the heads, so backward stops at them; official = the TTAID test loop (Adam, full "

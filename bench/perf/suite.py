@@ -119,7 +119,7 @@ def run_perf(cfg: PerfConfig, log: Callable[[str], None] = lambda s: None) -> di
 
 
 # (case prefix, reference, variants): the ratios issue 20 sets targets for, one line per case
-HEADLINES = (("metatest-", "official", ("ours, adam", "ours", "ours, NCHW, adam", "ours, NCHW")),
+HEADLINES = (("metatest-", "official", ("ours, adam", "ours", "ours, NHWC loop, adam", "ours, NHWC loop")),
              ("mtl", "naive", ("ours", "ours, NCHW")))
 
 
