@@ -80,8 +80,20 @@ def settings() -> dict[str, dict[str, str | None]]:
 
 
 def measure(steps: int = 6, batch: int = 4, patch: int = 64, threads: int | None = None,
-            log=lambda s: None) -> dict[str, Any]:
-    """Alone and beside a busy process, for each of ``settings()``, interleaved; seconds and ratios."""
+            log=lambda s: None, rounds: int = 1) -> dict[str, Any]:
+    """Alone and beside a busy process, for each of ``settings()``, ``rounds`` times (settings
+    interleaved, the median round kept per setting); seconds and ratios."""
+    runs: dict[str, list[dict]] = {name: [] for name in settings()}
+    for _ in range(rounds):
+        for name, r in _one_round(steps, batch, patch, threads, log).items():
+            runs[name].append(r)
+    rows = {name: sorted(rs, key=lambda r: r["ratio"])[len(rs) // 2] | {"ratios": [r["ratio"] for r in rs]}
+            for name, rs in runs.items()}
+    return {"stage": f"pretrain (MAXL), {steps} steps of B={batch}, {patch}²", "cpu_count": os.cpu_count(),
+            "rounds": rounds, "load_average": [round(x, 2) for x in os.getloadavg()], "settings": rows}
+
+
+def _one_round(steps: int, batch: int, patch: int, threads: int | None, log) -> dict[str, dict]:
     rows = {}
     for name, changes in settings().items():
         env = dict(os.environ)
@@ -97,8 +109,7 @@ def measure(steps: int = 6, batch: int = 4, patch: int = 64, threads: int | None
         log(f"  {name}: beside a busy process")
         beside = run_stage(env, steps, batch, patch, busy=True)
         rows[name] = {"alone": alone, "beside": beside, "ratio": beside["seconds"] / alone["seconds"]}
-    return {"stage": f"pretrain (MAXL), {steps} steps of B={batch}, {patch}²", "cpu_count": os.cpu_count(),
-            "load_average": [round(x, 2) for x in os.getloadavg()], "settings": rows}
+    return rows
 
 
 def main() -> None:
@@ -109,13 +120,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--patch", type=int, default=64)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=1, help="repeat all settings; the median round is shown")
     a = ap.parse_args()
-    res = measure(a.steps, a.batch, a.patch, a.threads, log=lambda s: print(s, file=sys.stderr))
+    res = measure(a.steps, a.batch, a.patch, a.threads, log=lambda s: print(s, file=sys.stderr), rounds=a.rounds)
     print(f"{res['stage']}; {res['cpu_count']} cores; load average at the end {res['load_average']}")
     for name, r in res["settings"].items():
         print(f"{name:30s} alone {r['alone']['seconds']:7.2f} s   beside a busy process "
               f"{r['beside']['seconds']:7.2f} s   ratio {r['ratio']:.2f}×   "
-              f"(CPU {r['alone']['cpu_seconds']:.1f} → {r['beside']['cpu_seconds']:.1f} s)")
+              f"(CPU {r['alone']['cpu_seconds']:.1f} → {r['beside']['cpu_seconds']:.1f} s; ratios of all rounds "
+              f"{', '.join(f'{x:.2f}' for x in r['ratios'])})")
 
 
 if __name__ == "__main__":
