@@ -155,6 +155,60 @@ def meta_test_iterates(model: nn.Module, noisy: Tensor, *, steps: int, lr: float
     return its, features, mask
 
 
+LAYOUTS = ("auto", "channels_last", "contiguous")
+_layout = "auto"
+
+
+@contextlib.contextmanager
+def memory_layout(mode: str):
+    """The memory layout ``mtl_loss`` and ``meta_test`` run their convolutions in, inside this block:
+    ``channels_last`` (NHWC: the images, the body's features, the mask and the adapted heads'
+    weights), ``contiguous`` (NCHW, what the caller passes), or ``auto`` (the default):
+    ``mtl_loss`` on CPU runs channels-last, where oneDNN's convolutions and their double backward
+    run faster (`bench perf`); ``meta_test`` keeps the caller's layout, so that its outputs equal
+    bit for bit every other path through ``run_steps`` (``bench.tta``'s Alg. 3, the Denoiser).
+    Results of the two layouts agree to float rounding (tests/test_speed.py); outputs come back contiguous. Per-sample loops under ``vmap`` always run in NCHW: channels-last
+    inputs there gave wrong body gradients (torch 2.14, CPU).
+    """
+    global _layout
+    if mode not in LAYOUTS:
+        raise ValueError(f"memory layout {mode!r}: expected one of {', '.join(LAYOUTS)}")
+    previous, _layout = _layout, mode
+    try:
+        yield
+    finally:
+        _layout = previous
+
+
+def _nhwc(x: Tensor) -> Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else x
+
+
+def _in_layout(noisy: Tensor, params: Params, *images: Tensor,
+               auto_nhwc: bool) -> tuple[bool, Tensor, Params, tuple[Tensor, ...]]:
+    """(channels-last?, then ``noisy``, ``params`` and ``images`` in the layout of ``memory_layout``;
+    ``auto_nhwc``: what ``auto`` means on CPU for the caller)."""
+    mode = _layout
+    if mode == "auto":
+        mode = "channels_last" if auto_nhwc and noisy.device.type == "cpu" else "contiguous"
+    if mode == "contiguous" or _resolved_per_sample_mode(noisy) == "vmap":
+        return False, noisy, params, images
+    return True, _nhwc(noisy), {k: _nhwc(v) for k, v in params.items()}, tuple(_nhwc(x) for x in images)
+
+
+def _frozen_in_layout(model: nn.Module, noisy: Tensor, scope: Scope, aux: str,
+                      nhwc: bool) -> tuple[Tensor | None, Tensor | None]:
+    """``frozen_outputs``, with the body's and the mask network's weights channels-last too when
+    ``nhwc`` (differentiable copies: their gradients reach the model's own parameters)."""
+    if not nhwc:
+        return frozen_outputs(model, noisy, scope, aux)
+
+    def run(module: nn.Module) -> Tensor:
+        return functional_call(module, {k: _nhwc(p) for k, p in module.named_parameters()}, (noisy,))
+
+    return (run(model.restorer.body) if scope == "heads" else None), (run(model.mask_net) if aux == "mrl" else None)
+
+
 PER_SAMPLE_MODES = ("auto", "vmap", "loop")
 _per_sample_mode = "auto"
 
@@ -177,12 +231,15 @@ def per_sample_mode(mode: str):
         _per_sample_mode = previous
 
 
+def _resolved_per_sample_mode(noisy: Tensor) -> str:
+    mode = _per_sample_mode
+    return ("vmap" if noisy.device.type == "cuda" else "loop") if mode == "auto" else mode
+
+
 def _per_sample(fn, noisy: Tensor, *batched: Tensor | None):
     """``fn(noisy_j, *others_j)`` for every sample j (each with a batch dim of 1), results stacked
     along a new leading dim; None arguments are passed through as None. See ``per_sample_mode``."""
-    mode = _per_sample_mode
-    if mode == "auto":
-        mode = "vmap" if noisy.device.type == "cuda" else "loop"
+    mode = _resolved_per_sample_mode(noisy)
     if mode == "loop":
         outs = [fn(noisy[j : j + 1], *(None if x is None else x[j : j + 1] for x in batched))
                 for j in range(noisy.shape[0])]
@@ -207,8 +264,8 @@ def mtl_loss(model: nn.Module, noisy: Tensor, clean: Tensor, *, steps: int, inne
     through the inner steps.
     """
     restorer = model.restorer
-    params = inner_parameters(restorer, scope)
-    features, mask = frozen_outputs(model, noisy, scope, aux)
+    nhwc, noisy, params, (clean,) = _in_layout(noisy, inner_parameters(restorer, scope), clean, auto_nhwc=True)
+    features, mask = _frozen_in_layout(model, noisy, scope, aux, nhwc)
 
     def sample_loss(n: Tensor, c: Tensor, m: Tensor | None, f: Tensor | None) -> Tensor:
         adapted = iterates(restorer, params, n, m, f, steps=steps, lr=inner_lr, scale=lambda_in,
@@ -262,9 +319,11 @@ def meta_test(model: nn.Module, noisy: Tensor, *, steps: int, lr: float, scope: 
     restorer = model.restorer
     scale = fp16_loss_scale(noisy) if precision == "fp16" else 1.0
     step_lr = lr / scale if optimizer == "sgd" else lr  # Adam is invariant to the loss scale
+    out_dtype = noisy.dtype
     with torch.no_grad(), precision_context(noisy.device, precision):
         params = {k: p.detach() for k, p in inner_parameters(restorer, scope).items()}
-        features, mask = frozen_outputs(model, noisy, scope, aux)
+        nhwc, noisy, params, _ = _in_layout(noisy, params, auto_nhwc=False)
+        features, mask = _frozen_in_layout(model, noisy, scope, aux, nhwc)
 
         def sample_iterates(n: Tensor, m: Tensor | None, f: Tensor | None) -> list[Params]:
             its = iterates(restorer, params, n, m, f, steps=steps, lr=step_lr, scale=scale, optimizer=optimizer)
@@ -282,5 +341,5 @@ def meta_test(model: nn.Module, noisy: Tensor, *, steps: int, lr: float, scope: 
                 forward_with(restorer, {k: v[j] for k, v in p.items()}, noisy[j : j + 1],
                          None if features is None else features[j : j + 1])[0] for p in adapted])
                 for j in range(noisy.shape[0])])
-    out = out.to(noisy.dtype)  # a no-op in fp32
-    return out.transpose(0, 1) if trajectory else out[:, 0]
+    out = out.to(out_dtype)  # a no-op in fp32
+    return (out.transpose(0, 1) if trajectory else out[:, 0]).contiguous()

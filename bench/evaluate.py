@@ -32,19 +32,39 @@ def predict(model: nn.Module, noisy: Tensor, recipe: Recipe, mt: MetaTestConfig,
         return model(noisy)
 
 
+BATCH_PIXELS = 2**20  # images of one size are evaluated together, up to this many pixels per call
+
+
+def batches(shapes: Sequence[tuple[int, ...]], max_pixels: int = BATCH_PIXELS) -> list[list[int]]:
+    """Indices of ``shapes`` grouped into calls: equal shapes together (first-seen order), at most
+    ``max_pixels`` pixels per call, always at least one image; ``max_pixels`` ≤ 0: one per call."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, shape in enumerate(shapes):
+        groups.setdefault(tuple(shape), []).append(i)
+    out = []
+    for shape, idx in groups.items():
+        per_call = max(1, max_pixels // max(1, shape[0] * shape[1])) if max_pixels > 0 else 1
+        out += [idx[j : j + per_call] for j in range(0, len(idx), per_call)]
+    return out
+
+
 def evaluate(model: nn.Module, recipe: Recipe, pairs: Sequence[ImagePair], mt: MetaTestConfig,
-             metatest: bool, device: torch.device, progress=None) -> list[dict]:
-    """One row per image: image name and psnr / ssim (paper convention) / ssim_gauss."""
+             metatest: bool, device: torch.device, progress=None, batch_pixels: int = BATCH_PIXELS) -> list[dict]:
+    """One row per image (in ``pairs``' order): image name and psnr / ssim (paper convention) /
+    ssim_gauss. Images of one size run as one batch (``batches``): meta-test adapts each image on
+    its own either way, and the numbers equal one call per image (tests/test_speed.py)."""
     model.eval()
-    rows = []
-    for pair in pairs:
-        noisy, clean = to_tensor(pair.noisy, device), to_tensor(pair.clean, device)
+    rows: list[dict | None] = [None] * len(pairs)
+    for idx in batches([p.noisy.shape for p in pairs], batch_pixels):
+        noisy = torch.cat([to_tensor(pairs[i].noisy, device) for i in idx])
+        clean = torch.cat([to_tensor(pairs[i].clean, device) for i in idx])
         metrics = image_metrics(predict(model, noisy, recipe, mt, metatest), clean)
-        rows.append({"image": pair.name, **{k: v[0] for k, v in metrics.items()}})
-        if progress:
-            progress()
+        for j, i in enumerate(idx):
+            rows[i] = {"image": pairs[i].name, **{k: v[j] for k, v in metrics.items()}}
+            if progress:
+                progress()
     model.train()
-    return rows
+    return rows  # type: ignore[return-value]
 
 
 def noisy_rows(pairs: Sequence[ImagePair]) -> list[dict]:

@@ -14,6 +14,61 @@ from typing import Callable
 
 from .errors import BenchError
 
+THREADS_ENV = "BENCH_THREADS"  # "auto": each training stage takes the cores free when it starts
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask; cgroup quotas are not read)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def free_threads(cores: int, others: float) -> int:
+    """Threads for a stage that starts now: the ``cores`` not taken by ``others`` runnable threads
+    of other processes; at least 1."""
+    return max(1, min(cores, cores - int(max(0.0, others) + 0.5)))
+
+
+def runnable_others(samples: int = 5, interval: float = 0.02, read=None) -> float | None:
+    """Runnable threads of other processes right now: the median over ``samples`` readings of
+    /proc/loadavg's "running/total" field, less this reading thread (the 1-minute average lags
+    by a minute and counts our own previous stage). None where /proc/loadavg is missing."""
+    import statistics
+    import time
+
+    def read_proc() -> str:
+        with open("/proc/loadavg") as fh:
+            return fh.read()
+
+    read = read or read_proc
+    counts = []
+    for i in range(samples):
+        try:
+            counts.append(int(read().split()[3].split("/")[0]) - 1)
+        except (OSError, IndexError, ValueError):
+            return None
+        if i + 1 < samples:
+            time.sleep(interval)
+    return float(statistics.median(counts))
+
+
+def stage_threads() -> int | None:
+    """With ``BENCH_THREADS=auto``, set torch's thread count from the cores free now and return
+    it; else leave it alone (None). Off by default: the thread count changes how sums are split,
+    so results of a study would depend on the machine's load (README, reproducibility)."""
+    if os.environ.get(THREADS_ENV, "").lower() != "auto":
+        return None
+    import torch
+
+    others = runnable_others()
+    if others is None:
+        return None
+    n = free_threads(usable_cores(), others)
+    torch.set_num_threads(n)
+    return n
+
 
 def _worker(fn: Callable[[], None], threads: int) -> None:
     import torch
@@ -29,7 +84,7 @@ def run_workers(fn: Callable[[], None], workers: int) -> None:
     if workers == 1:
         fn()
         return
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, usable_cores() // workers)
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker, args=(fn, threads)) for _ in range(workers)]
     for p in procs:

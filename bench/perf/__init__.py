@@ -6,6 +6,8 @@
 - ``cases``: MTL step, meta-test per size (+ bf16/fp16, channels-last, torch.compile), batched
   meta-test, MAXL step, evaluation throughput — each checked against its reference first;
 - ``memmodel``: MTL memory versus K, batch and patch size, fitted and extrapolated;
+- ``contention``: a training stage alone and beside a busy process, per OpenMP wait setting
+  (``python -m bench.perf.contention`` or ``bench perf --only contention``);
 - ``suite``: configuration, the run, JSON and Markdown reports.
 """
 from .harness import PerfConfig

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 import methods
 
-from ..adapt import meta_test, mtl_loss, per_sample_mode, precision_context
+from ..adapt import memory_layout, meta_test, mtl_loss, per_sample_mode, precision_context
 from .harness import (CHECK_INNER_LR, CHECK_LR, META_LR, MTL_HP, OFFICIAL_LR, TOL_GRAD, TOL_IMAGE, TOL_PSNR_DB, Bench,
                       CaseResult, channels_last, cl, grads_of, rel_grad_err, sample_pair)
 from .measure import sync
@@ -34,6 +34,21 @@ def _in_mode(mode: str, fn: Callable[[], Any]) -> Callable[[], Any]:
         with per_sample_mode(mode):
             return fn()
     return run
+
+
+NCHW = "ours, NCHW"  # MTL before issue 20 (memory_layout "contiguous"); ours = auto (channels-last on CPU)
+NHWC = "ours, NHWC loop"  # meta-test with memory_layout "channels_last" (its auto keeps the caller's NCHW)
+
+
+def _layout(mode: str, fn: Callable[[], Any]) -> Callable[[], Any]:
+    def run() -> Any:
+        with memory_layout(mode):
+            return fn()
+    return run
+
+
+def _nchw(fn: Callable[[], Any]) -> Callable[[], Any]:
+    return _layout("contiguous", fn)
 
 
 def case_mtl(b: Bench) -> CaseResult:
@@ -69,7 +84,9 @@ def case_mtl(b: Bench) -> CaseResult:
             fn(m, x, y, steps=K, **MTL_HP, **kw).backward()
         return run
 
-    fns = {"naive": step(naive_mtl_loss), "ours": step(mtl_loss),
+    g_nchw = grads_of(model, _nchw(lambda: mtl_loss(model, noisy, clean, **chk)))
+    res.add_check("second-order grads: ours vs ours in NCHW (rel. max err)", rel_grad_err(g_fast, g_nchw), TOL_GRAD)
+    fns = {"naive": step(naive_mtl_loss), "ours": step(mtl_loss), NCHW: _nchw(step(mtl_loss)),
            f"ours, {other}": _in_mode(other, step(mtl_loss))}
     if cfg.first_order:
         fns["ours, first order"] = step(mtl_loss, first_order=True)
@@ -79,7 +96,8 @@ def case_mtl(b: Bench) -> CaseResult:
         res.add_check("channels-last grads vs ours (rel. max err)", rel_grad_err(g_cl, g_fast), TOL_GRAD)
         fns["ours, channels-last"] = step(mtl_loss, m_cl, cl(noisy), cl(clean))
     res.notes.append(f"ours = body and mask once per batch, heads K times, per-sample loops by {auto} "
-                     f"(per_sample_mode auto on {b.device.type})")
+                     f"(per_sample_mode auto on {b.device.type}), memory_layout auto; '{NCHW}' = the same in "
+                     f"the caller's NCHW layout (the path before issue 20)")
     b.time(res, fns)
     model.zero_grad(set_to_none=True)
     return res
@@ -114,13 +132,16 @@ def case_metatest(b: Bench, size: int) -> CaseResult:
                       effect=effect)
         if mode == auto:
             fast = out
+    out_nhwc = _layout("channels_last", lambda: meta_test(model, noisy, steps=K, lr=CHECK_LR))()
+    res.add_check(f"output: {NHWC} vs ours (max abs)", (out_nhwc - fast).abs().max().item(), TOL_IMAGE)
     _check_official(res, model, noisy, K, before)
     run = lambda m=model, x=noisy, **kw: (lambda: meta_test(m, x, steps=K, lr=META_LR, **kw))  # noqa: E731
     fns = {"naive": lambda: naive_meta_test(model, noisy, steps=K, lr=META_LR, freeze=False),
            "naive, body frozen": lambda: naive_meta_test(model, noisy, steps=K, lr=META_LR),
            "official": lambda: official_meta_test(model, noisy, steps=K, lr=OFFICIAL_LR),
            "ours": run(), f"ours, {other}": _in_mode(other, run()),
-           "ours, adam": run(optimizer="adam")}
+           "ours, adam": run(optimizer="adam"), NHWC: _layout("channels_last", run()),
+           f"{NHWC}, adam": _layout("channels_last", run(optimizer="adam"))}
     res.notes.append("naive = a deep copy per image, torch.optim.SGD on the heads, the full restorer every "
                      "step, backward also through the body; 'body frozen' turns requires_grad off outside "
                      "the heads, so backward stops at them; official = the TTAID test loop (Adam, full "
@@ -152,6 +173,7 @@ def case_metatest(b: Bench, size: int) -> CaseResult:
         out_cl = meta_test(m_cl, cl(noisy), steps=K, lr=CHECK_LR)
         res.add_check("channels-last output vs ours (max abs)", (out_cl - fast).abs().max().item(), TOL_IMAGE)
         fns["ours, channels-last"] = run(m_cl, cl(noisy))
+        fns["ours, adam, channels-last"] = run(m_cl, cl(noisy), optimizer="adam")
     if cfg.compile:
         _add_compiled(b, res, fns, noisy, fast)
     b.time(res, fns)

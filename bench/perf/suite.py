@@ -19,7 +19,7 @@ from .cases import case_batched, case_eval, case_maxl, case_metatest, case_mtl, 
 from .harness import TOL_GRAD, TOL_IMAGE, TOL_PSNR_DB, Bench, PerfConfig
 from .measure import environment, load_average
 
-CASES = ("mtl", "metatest", "batched", "maxl", "eval", "memmodel")
+CASES = ("mtl", "metatest", "batched", "maxl", "eval", "memmodel", "contention")
 
 
 def _csv(text: str, what: str) -> list[str]:
@@ -105,9 +105,46 @@ def run_perf(cfg: PerfConfig, log: Callable[[str], None] = lambda s: None) -> di
 
         log("memory model")
         result["memory_model"] = memory_model(device, log, cfg.seed)
+    if "contention" in cfg.cases:
+        from .contention import measure
+
+        log("training stage alone and beside a busy process")
+        result["contention"] = measure(log=log) if not cfg.quick else measure(steps=1, batch=2, patch=32, log=log)
     result["load_average_end"] = load_average()
     result["seconds"] = time.perf_counter() - start
+    result["headlines"] = headlines(result)
+    for line in result["headlines"]:
+        log(line)
     return result
+
+
+# (case prefix, reference, variants): the ratios issue 20 sets targets for, one line per case
+HEADLINES = (("metatest-", "official", ("ours, adam", "ours", "ours, NHWC loop, adam", "ours, NHWC loop")),
+             ("mtl", "naive", ("ours", "ours, NCHW")))
+
+
+def headlines(result: dict[str, Any]) -> list[str]:
+    """One line per case with a target: 'meta-test 256², K=5 vs official: ours, adam 2.91× (CPU time 2.95×); …'."""
+    lines = []
+    for case in result["cases"]:
+        for prefix, base, names in HEADLINES:
+            if not case["case"].startswith(prefix) or base not in case["variants"]:
+                continue
+            parts = []
+            for name in names:
+                sp = case["speedup"].get(name, {}).get(base)
+                if not sp:
+                    continue
+                cpu = sp.get("cpu_time", {}).get("median_of_ratios")
+                parts.append(f"{name} {sp['median_of_ratios']:.2f}×" + ("" if cpu is None else f" (CPU time {cpu:.2f}×)"))
+            if parts:
+                lines.append(f"{case['title']} vs {base}: " + "; ".join(parts))
+    if "contention" in result:
+        c = result["contention"]
+        lines.append(f"{c['stage']}, beside a busy process / alone: " + "; ".join(
+            f"{name} {r['ratio']:.2f}× ({r['beside']['seconds']:.1f} / {r['alone']['seconds']:.1f} s)"
+            for name, r in c["settings"].items()))
+    return lines
 
 
 def failed_checks(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -187,6 +224,8 @@ def to_markdown(result: dict[str, Any]) -> str:
            "(in parentheses: against another reference). CPU time: the process's CPU time (all threads) of "
            "the call, which other processes do not inflate. Tensor peak: memory the call allocated on top of what existed before "
            "(CUDA: max allocated − allocated before; CPU: PyTorch profiler, live tensor bytes).", "",
+           *(["Headline ratios (median of per-round ratios, same run):", "",
+              *[f"- {h}" for h in result.get("headlines", [])], ""] if result.get("headlines") else []),
            _md_table(headers(result), table_rows(result)), "", "## Checks", "",
            _md_table(["case", "check", "value", "tolerance", "effect guarded", "ok"],
                      [[c["case"], c["what"], f"{c['value']:.3g}", f"{c['tol']:g}",
@@ -197,6 +236,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         out += ["", "## Notes", "", *notes]
     if "memory_model" in result:
         out += ["", memory_markdown(result["memory_model"])]
+    if "contention" in result:
+        out += ["", contention_markdown(result["contention"])]
     return "\n".join(out) + "\n"
 
 
@@ -224,6 +265,17 @@ def memory_markdown(mm: dict[str, Any]) -> str:
                       [[n["name"], q["batch"], q["patch"], q["steps"], f"{q['mib']:.1f}"]
                        for n in mm["networks"] for q in n["points"]])]
     return "\n".join(out)
+
+
+def contention_markdown(c: dict[str, Any]) -> str:
+    """The contention case: a training stage alone and beside a busy process, per OpenMP setting."""
+    rows = [[name, _t(r["alone"]["seconds"]), _t(r["beside"]["seconds"]), f"**{r['ratio']:.2f}×**",
+             f"{r['alone']['cpu_seconds']:.1f} → {r['beside']['cpu_seconds']:.1f} s"]
+            for name, r in c["settings"].items()]
+    return "\n".join(["## A training stage beside a CPU-bound process", "",
+                      f"{c['stage']}, {c['cpu_count']} cores, each in a fresh process; beside = a busy loop in "
+                      f"another process (load average at the end {c['load_average']}).", "",
+                      _md_table(["OpenMP waiting", "alone", "beside a busy process", "ratio", "CPU time"], rows)])
 
 
 def write_report(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:

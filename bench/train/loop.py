@@ -10,6 +10,7 @@ from torch import Tensor
 
 from ..data import PatchSampler
 from ..errors import DivergenceError
+from ..workers import stage_threads
 from .context import TrainContext
 
 StepFn = Callable[[Tensor, Tensor], float]
@@ -41,6 +42,7 @@ def fit(model: torch.nn.Module, step: StepFn, sample: PatchSampler, *, epochs: i
     ``stateful`` are the optimizers and LR schedulers ``step`` uses, and the sampler: their state
     goes into the in-stage checkpoints, and an interrupted stage (``ctx.resume``) goes on from the
     epoch after its last checkpoint."""
+    stage_threads()
     start, saved = ctx.restore(model, stateful)
     best_score, best_state = saved.get("best_score", float("-inf")), saved.get("best_state")
     with ctx.progress((epochs - start + 1) * steps_per_epoch, prefix, epochs=epochs) as advance:

@@ -14,6 +14,7 @@ from methods import Recipe
 from ..config import PretrainConfig
 from ..data import PatchSampler, Source
 from ..losses import aux_loss, gradient_loss, l1
+from ..workers import stage_threads
 from .context import TrainContext
 from .loop import check_loss, check_weights
 
@@ -21,6 +22,7 @@ from .loop import check_loss, check_weights
 def pretrain(model: torch.nn.Module, recipe: Recipe, cfg: PretrainConfig, source: Source,
              ctx: TrainContext) -> None:
     """Train ``model`` in place with the recipe's pre-training (``joint`` or ``maxl``)."""
+    stage_threads()
     restorer, mask_net = model.restorer, model.mask_net
     use_mask = recipe.pretrain == "maxl" and recipe.pretrain_aux == "mrl"
     # MAXL with the unmasked L_rec still runs its meta pass (as the official code does); the mask
