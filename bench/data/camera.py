@@ -35,6 +35,8 @@ What the noise looks like in sRGB (measured in tests/test_camera.py): the raw va
 the signal, but the sRGB curve compresses highlights and the sensor clips at black, so the sRGB
 noise std peaks in the dark mid-tones (grey ~0.15) and falls towards black and white, as in real
 sRGB photographs. Residuals are spatially correlated (lag-1 ~0.4-0.7) and R/G correlated (~0.3-0.5).
+Why one file of ~450 lines: the profile type, its validation, the named profiles and the ten
+pipeline steps are one model, read together; each step is a small function.
 """
 from __future__ import annotations
 
