@@ -43,19 +43,42 @@ def ui(
     home: Optional[Path] = HOME,
 ) -> None:
     """Open the MLflow UI on the tracking store that `bench run` writes to."""
-    from ..tracking import tracking_uri
+    from ..tracking import setup
 
-    where = home_dir(home)
-    where.mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri(where)
-    console.print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)")
+    if not 0 < port < 65536:
+        raise BenchError(f"--port {port}: expected a port number from 1 to 65535")
+    check_port(host, port)
+    uri = setup(home_dir(home))  # the home exists and its store is whole before the server reads it
+    console.print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)", highlight=False)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
-           "--port", str(port), "--workers", "1"]
+           "--port", str(port), "--workers", "1", "--uvicorn-opts", "--log-level warning"]
+    # its own session: Ctrl-C reaches this process only, which stops the server quietly
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
     try:
-        raise typer.Exit(subprocess.call(cmd, env=env))
+        code = proc.wait()
     except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        raise
+    raise typer.Exit(code)
+
+
+def check_port(host: str, port: int) -> None:
+    """One line, before any server starts, when ``host:port`` cannot be listened on (taken, or no such address)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is free
+            s.bind((host, port))
+    except OSError as e:
+        raise BenchError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e}); "
+                         f"stop what uses it or pass another --port") from None
 
 
 @app.command()

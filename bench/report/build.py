@@ -21,7 +21,7 @@ from .figures import FigureOut, make_figures
 from .runs import StudyRuns, find_study, studies_from_run_ids, study_names_in_store
 from .stats import compare, find_pairs
 from .summary import study_records, study_summary
-from .tables import pairs_table, study_table, to_html, to_latex, to_markdown
+from .tables import md_escape, pairs_table, study_table, to_html, to_latex, to_markdown
 
 TABLES = ("table1", "table2", "table3", "ablate")
 
@@ -144,7 +144,7 @@ def build_study(study: StudyRuns, tmp: Path, figures: bool, device: str) -> Stud
     tidy.to_csv(tmp / "data" / f"{study.study}.csv", index=False)
     if figures:
         rep.figures, rep.skipped = make_figures(study, tmp / "figures" / study.study, device)
-    md = [f"# {title}", "", f"Experiment `{study.experiment_name}`, {len(study.runs)} run(s); "
+    md = [f"# {md_escape(title)}", "", f"Experiment `{study.experiment_name}`, {len(study.runs)} run(s); "
           f"tidy per-image rows: [data/{study.study}.csv](data/{study.study}.csv).", "",
           to_markdown(main), to_markdown(pairs)]
     for f in rep.figures:
