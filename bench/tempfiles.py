@@ -6,7 +6,7 @@ import os
 import re
 from pathlib import Path
 
-_TEMP = re.compile(r"\.tmp(\d+)$")
+_TEMP = re.compile(r"\.tmp(\d+)(-journal|-wal|-shm)?$")  # sqlite keeps its journal beside a db
 
 
 def temp_path(path: Path) -> Path:

@@ -15,23 +15,28 @@ from typing import Callable
 from .errors import BenchError
 
 
+def parent_death_signal(sig: int = 15) -> bool:
+    """Linux: ask the kernel to send this process ``sig`` (SIGTERM) when its parent dies (kept
+    across exec, so also usable in a subprocess's ``preexec_fn``); returns whether it could."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(1, sig) == 0  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
 def _die_with_parent(parent: int) -> None:
     """Ask the kernel to end this worker when its parent dies (Linux), so that a ``kill -9`` of
     the command never leaves workers training on; elsewhere a thread watches the parent's pid."""
-    import signal
-    import sys
-
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-        else:
-            if os.getppid() != parent:  # died before prctl took effect
-                os._exit(1)
-            return
+    if parent_death_signal():
+        if os.getppid() != parent:  # died before the request took effect
+            os._exit(1)
+        return
     import threading
     import time
 

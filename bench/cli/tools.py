@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -53,19 +56,49 @@ def ui(
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
            "--port", str(port), "--workers", "1", "--uvicorn-opts", "--log-level warning"]
-    # its own session: Ctrl-C reaches this process only, which stops the server quietly
-    proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+    # Its own process group, stderr through us: Ctrl-C (or a SIGTERM) reaches this process only,
+    # which stops the server's processes (uvicorn, job consumers) with their shutdown chatter muted.
+    from ..workers import parent_death_signal
+
+    proc = subprocess.Popen(cmd, env=env, process_group=0, stderr=subprocess.PIPE, text=True, errors="replace",
+                            preexec_fn=lambda: parent_death_signal(signal.SIGINT))
+    muted = threading.Event()
+
+    def forward() -> None:
+        for line in proc.stderr:
+            if not muted.is_set():
+                sys.stderr.write(line)
+                sys.stderr.flush()
+    threading.Thread(target=forward, daemon=True).start()
+
+    def interrupt(*_) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         code = proc.wait()
     except KeyboardInterrupt:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        muted.set()
+        _stop_group(proc)
         raise
     raise typer.Exit(code)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop a server and every process it started (one process group): Ctrl-C first, then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            time.sleep(0.5)  # its children stop a moment after it
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # any child that outlived it
+    except ProcessLookupError:
+        pass
 
 
 def check_port(host: str, port: int) -> None:
