@@ -18,11 +18,13 @@ from bench import tags, tracking
 from bench.studies import open_storage
 
 ONE_ROW = "title: one\nreference_row: none\nrows:\n  - {name: a, method: ours, stage: pretrain}\n"
-TWO_ROWS = """title: crash
+# markup-like user strings: `bench run` must print them literally (and not crash after training)
+TWO_ROWS = """title: "crash [link=file:///etc]t[/link] <script>x</script>"
 rows:
   - {name: A, method: ours, metatest: false}
-  - {name: B, method: ours, metatest: true}
+  - {name: "B [bold]x[/", method: ours, metatest: true}
 """
+B = "B [bold]x[/"
 # two fine-tuning epochs with a checkpoint after each: a kill can land mid-stage
 SETS = ["--set", "finetune.epochs=2", "--set", "data.eval_crop=32"]
 ENV = {**os.environ, "BENCH_CHECKPOINT_SECONDS": "0", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
@@ -147,6 +149,70 @@ def test_a_record_glued_to_a_torn_line_is_dropped_with_what_follows(tmp_path, ca
     assert journal.read_bytes() == b"".join(lines[:-2])
 
 
+# -- 6/7: user strings are inert; secrets never shown ------------------------------------------------
+
+@pytest.mark.parametrize("url,shown", [
+    ("postgresql://user:secret@db.example:5432/bench", "postgresql://user:***@db.example:5432/bench"),
+    ("postgresql://user:secret@x@db.example/bench", "postgresql://user:***@db.example/bench"),  # unencoded '@'
+    ("postgresql+psycopg2://u@corp:secret@h/db", "postgresql+psycopg2://u@corp:***@h/db"),
+    ("postgresql://:secret@h/db", "postgresql://:***@h/db"),
+    ("postgresql://h/db?user=u&password=secret&sslmode=require", "postgresql://h/db?user=u&password=***&sslmode=require"),
+    ("mysql+pymysql://h/db?passwd=secret", "mysql+pymysql://h/db?passwd=***"),
+    ("mysql+mysqldb://h/db?PWD=secret;x=1", "mysql+mysqldb://h/db?PWD=***;x=1"),
+    ("postgresql://u:secret@/db?host=/run/postgresql", "postgresql://u:***@/db?host=/run/postgresql"),
+    ("sqlite:////tmp/optuna.db", "sqlite:////tmp/optuna.db"),
+])
+def test_mask_secret_masks_every_password_form(url, shown):
+    assert tracking.mask_secret(url) == shown
+
+
+def test_a_storage_password_never_reaches_the_output_or_the_tags(tmp_path):
+    from bench.config import load_preset
+    from bench.studies import StudyRunner, load_study
+
+    name, spec = load_study("table2")
+    for url in ("postgresql://u:secret@x@127.0.0.1:1/db", "postgresql://127.0.0.1:1/db?password=secret"):
+        runner = StudyRunner.__new__(StudyRunner)  # the label the trials' runs are tagged with
+        runner.storage_label = tracking.mask_secret(url)
+        assert "secret" not in runner.storage_label
+        with pytest.raises(Exception) as e:
+            StudyRunner(name, spec, "smoke", load_preset("smoke"), [0], tmp_path, url, "cpu", True)
+        assert "secret" not in str(e.value) and "***" in str(e.value)
+
+
+HOSTILE = ["[bold]x[/", "[link=file:///etc]y[/link]", "<script>alert(1)</script>", "two\nlines | pipe",
+           "\\input{/etc/passwd} $x$ 100%"]
+
+
+def test_user_strings_print_literally_in_every_medium():
+    import io
+    import re
+
+    from rich.console import Console
+
+    from bench.report.console import study_table as console_table
+    from bench.report.tables import Cell, TableDoc, to_html, to_latex, to_markdown
+
+    records = [{"row": n, "n": 1} for n in HOSTILE[:-1]] + [{"row": HOSTILE[-1], "failed": "[red]boom[/"}]
+    buf = io.StringIO()
+    Console(file=buf, width=200, force_terminal=True).print(console_table("[title]<b>", records, "embedded"))
+    text = buf.getvalue()
+    assert "\x1b]8;" not in text  # no terminal hyperlink
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", text)
+    for needle in ("[bold]x[/", "[link=file:///etc]y[/link]", "[title]<b>", "failed: [red]boom[/"):
+        assert needle in plain
+
+    doc = TableDoc("t", "T <script>", ["Row", "v"], [[Cell(n), Cell("1")] for n in HOSTILE], "lr")
+    md = to_markdown(doc)
+    table_lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+    assert len(table_lines) == 2 + len(HOSTILE) and all(ln.count(" | ") == 1 for ln in table_lines[2:])
+    assert "<script>" not in md and "&lt;script&gt;" in md and "two lines \\| pipe" in md
+    html = to_html(doc)
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    tex = to_latex(doc)
+    assert "\\input{" not in tex and "\\textbackslash{}input\\{/etc/passwd\\}" in tex and "100\\%" in tex
+
+
 # -- 3. full disk, read-only home --------------------------------------------------------------------
 
 def _study(tmp_path: Path) -> Path:
@@ -263,7 +329,9 @@ def two_rows(tmp_path_factory):
     study = base / "crash.yaml"
     study.write_text(TWO_ROWS)
     home = base / "reference"
-    return study, home, table(finish(bench(home, study)))
+    expected = table(finish(bench(home, study)))
+    assert any(ln.startswith(f"│ {B} ") for ln in expected) and "crash [link=file:///etc]t[/link]" in expected[0]
+    return study, home, expected
 
 
 def check_home(home: Path, expected: list[str], out: str) -> None:
@@ -274,10 +342,10 @@ def check_home(home: Path, expected: list[str], out: str) -> None:
     trials = journal_trials(home)
     assert not [t for t in trials if t.state.name in ("RUNNING", "WAITING")]
     done = sorted(t.params["row"] for t in trials if t.state.name == "COMPLETE")
-    assert done == ["A", "B"], done  # no duplicate
+    assert done == ["A", B], done  # no duplicate
     assert not temp_files(home) and not list(home.rglob("*.partial.pt"))
     parents = {r.info.run_id: r for r in runs if r.data.tags.get(tags.ROW) and tags.PARENT not in r.data.tags}
-    assert sorted(r.data.tags[tags.ROW] for r in parents.values() if r.info.status == "FINISHED") == ["A", "B"]
+    assert sorted(r.data.tags[tags.ROW] for r in parents.values() if r.info.status == "FINISHED") == ["A", B]
     for pid, parent in parents.items():
         if parent.info.status != "FINISHED":
             continue
@@ -363,3 +431,17 @@ def test_a_kill_at_any_point_then_a_rerun_gives_the_uninterrupted_table(tmp_path
         assert proc.returncode in (0, 130) and "Traceback" not in err, err[-2000:]
         assert len(err.strip().splitlines()) <= 1, err[-2000:]
     check_home(home, expected, finish(bench(home, study)))
+
+
+@pytest.mark.slow
+def test_bench_report_prints_and_writes_markup_like_names_literally(run_cli, tmp_path, two_rows):
+    _, ref, _ = two_rows
+    home = tmp_path / "home"
+    shutil.copytree(ref, home)
+    code, out, err = run_cli("report", "crash", "--no-figures", "--no-log", "--markdown", "--html",
+                             "--out", tmp_path / "out", "--home", home)
+    assert code == 0, err
+    assert B in out and "crash [link=file:///etc]t[/link]" in out
+    md = (tmp_path / "out" / "crash.md").read_text()
+    assert "<script>" not in md and "B \\[bold\\]x\\[/" in md
+    assert "<script>x" not in (tmp_path / "out" / "report.html").read_text()
