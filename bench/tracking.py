@@ -155,6 +155,15 @@ def _ensure_store(home: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def follow_home(home: Path) -> None:
+    """For readers of an existing local store (``bench report``): a copied home reads and logs in its own folders."""
+    try:
+        with _home_lock(home):
+            _follow_home(home)
+    except (OSError, BenchError):  # a read-only home: nothing to redirect, reading still works
+        pass
+
+
 def _follow_home(home: Path) -> None:
     """A copied or moved home: point its experiments' and runs' artifact locations (and checkpoint
     tags) at this home, so that it never writes into, or reads from, the original's folders."""

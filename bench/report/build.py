@@ -49,7 +49,7 @@ class Report:
 def tracking_client(home: Path, tracking_uri: str | None) -> tuple[MlflowClient | None, str]:
     """A client for ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the store in ``home``
     (None when that store does not exist: reading must not create one)."""
-    from ..tracking import mask_secret
+    from ..tracking import follow_home, mask_secret
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri is None:
@@ -57,6 +57,7 @@ def tracking_client(home: Path, tracking_uri: str | None) -> tuple[MlflowClient 
         uri = f"sqlite:///{db.resolve()}"
         if not db.exists():
             return None, uri
+        follow_home(home)  # a copied home: its own artifacts, never the original's
     try:
         return MlflowClient(tracking_uri=uri), uri
     except Exception as e:
