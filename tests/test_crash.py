@@ -166,15 +166,12 @@ def test_mask_secret_masks_every_password_form(url, shown):
     assert tracking.mask_secret(url) == shown
 
 
-def test_a_storage_password_never_reaches_the_output_or_the_tags(tmp_path):
+def test_a_storage_password_never_reaches_the_error(tmp_path):
     from bench.config import load_preset
     from bench.studies import StudyRunner, load_study
 
     name, spec = load_study("table2")
     for url in ("postgresql://u:secret@x@127.0.0.1:1/db", "postgresql://127.0.0.1:1/db?password=secret"):
-        runner = StudyRunner.__new__(StudyRunner)  # the label the trials' runs are tagged with
-        runner.storage_label = tracking.mask_secret(url)
-        assert "secret" not in runner.storage_label
         with pytest.raises(Exception) as e:
             StudyRunner(name, spec, "smoke", load_preset("smoke"), [0], tmp_path, url, "cpu", True)
         assert "secret" not in str(e.value) and "***" in str(e.value)
