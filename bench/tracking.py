@@ -6,6 +6,7 @@ context manager, so a crash never leaves a run RUNNING.
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -57,16 +58,11 @@ _local_store = {"on": False}  # whether the active store is our default one unde
 
 
 def setup(home: Path) -> str:
-    """Point MLflow at the store for ``home``; returns its URI. The local store is created whole
-    (or re-created when an earlier first run was killed while creating it) and its artifact
-    locations follow the home if it was copied or moved."""
+    """Point MLflow at the store for ``home``; returns its URI. The local store itself is made
+    by ``local_store`` when first needed (bad input never creates one)."""
     writable_home(home)
     user_uri = os.environ.get("MLFLOW_TRACKING_URI")
     uri = tracking_uri(home)
-    if user_uri is None:
-        with _home_lock(home):
-            _ensure_store(home)
-            _follow_home(home)
     mlflow.set_tracking_uri(uri)
     if user_uri is None:  # set_tracking_uri exports the variable; keep the environment as it was
         os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -96,6 +92,16 @@ def writable_home(home: Path) -> None:
     remove_stale(home)
 
 
+def local_store(home: Path) -> None:
+    """The local store under ``home``, whole (created in one piece, or re-created when an earlier
+    first run was killed while creating it) and at home (its artifact locations follow a copied
+    or moved home)."""
+    with _home_lock(home):
+        _ensure_store(home)
+        _follow_home(home)
+
+
+@functools.lru_cache(maxsize=1)
 def _schema_head() -> str | None:
     try:
         from mlflow.store.db.utils import _get_latest_schema_revision  # mlflow's, pinned range
@@ -224,6 +230,8 @@ def experiment(name: str, home: Path) -> str:
     migration is not safe to run twice at once) and the experiment: a file lock serialises that.
     """
     try:
+        if _local_store["on"]:
+            local_store(home)
         with _home_lock(home):
             exp = mlflow.get_experiment_by_name(name)
             if exp is not None:

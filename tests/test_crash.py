@@ -62,6 +62,7 @@ def journal_trials(home: Path) -> list[optuna.trial.FrozenTrial]:
 
 def test_a_half_created_store_is_made_again_with_a_notice(tmp_path, capsys):
     tracking.setup(tmp_path)
+    tracking.local_store(tmp_path)
     db = tmp_path / "mlflow.db"
     con = sqlite3.connect(db)
     con.execute("drop table alembic_version")  # what a kill mid-migration leaves: tables, no finished schema
@@ -69,14 +70,14 @@ def test_a_half_created_store_is_made_again_with_a_notice(tmp_path, capsys):
     con.commit()
     con.close()
     capsys.readouterr()
-    tracking.setup(tmp_path)
+    tracking.local_store(tmp_path)
     err = capsys.readouterr().err
     assert "half-created" in one_line(err) and "created it again" in err
     exp = tracking.experiment("after-recovery", tmp_path)  # usable: an experiment and a run
     with tracking.run("r", exp):
         pass
     assert (tmp_path / "mlflow.db.incomplete").exists()
-    tracking.setup(tmp_path)
+    tracking.local_store(tmp_path)
     assert capsys.readouterr().err == ""  # a whole store is left alone
 
 
@@ -88,12 +89,12 @@ def test_a_store_with_runs_is_never_set_aside(tmp_path, capsys):
     con.execute("update alembic_version set version_num = 'older'")  # another MLflow's schema: its own message
     con.commit()
     con.close()
-    tracking.setup(tmp_path)
+    tracking.local_store(tmp_path)
     assert "half-created" not in capsys.readouterr().err and not (tmp_path / "mlflow.db.incomplete").exists()
 
 
 def test_a_kill_while_the_store_is_created_leaves_no_store_and_no_temp_file(tmp_path):
-    code = f"from pathlib import Path; from bench import tracking; tracking.setup(Path({str(tmp_path)!r}))"
+    code = f"from pathlib import Path; from bench import tracking; tracking.local_store(Path({str(tmp_path)!r}))"
     proc = subprocess.Popen([sys.executable, "-c", code], env=ENV)
     deadline = time.monotonic() + 120
     while not list(tmp_path.glob("mlflow.db.tmp*")) and proc.poll() is None:
@@ -103,6 +104,7 @@ def test_a_kill_while_the_store_is_created_leaves_no_store_and_no_temp_file(tmp_
     proc.wait()
     assert not (tmp_path / "mlflow.db").exists() or proc.returncode == 0  # only a whole store is ever in place
     tracking.setup(tmp_path)  # the next start removes the dead process's temp file and creates the store
+    tracking.local_store(tmp_path)
     assert not list(tmp_path.glob("mlflow.db.tmp*"))
     with tracking.run("r", tracking.experiment("x", tmp_path)):
         pass

@@ -46,12 +46,14 @@ def ui(
     home: Optional[Path] = HOME,
 ) -> None:
     """Open the MLflow UI on the tracking store that `bench run` writes to."""
-    from ..tracking import setup
+    from ..tracking import local_store, setup
 
     if not 0 < port < 65536:
         raise BenchError(f"--port {port}: expected a port number from 1 to 65535")
     check_port(host, port)
-    uri = setup(home_dir(home))  # the home exists and its store is whole before the server reads it
+    uri = setup(home_dir(home))
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        local_store(home_dir(home))  # whole, and at home, before the server reads it
     console.print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)", highlight=False)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
