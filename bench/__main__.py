@@ -1,3 +1,6 @@
-from .cli import main
+try:
+    from .cli import main
+except KeyboardInterrupt:  # Ctrl-C while the command line loads: as quiet as afterwards
+    raise SystemExit(130) from None
 
 main()

@@ -20,7 +20,7 @@ STUDIES_DIR = Path(__file__).resolve().parent / "studyfiles"  # shipped in the w
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # --set x=.inf is no value
 
 
 def _steps_per_epoch(value: Any) -> int | str:

@@ -25,6 +25,7 @@ from .checkpoints import read_checkpoint
 from .config import Preset, stable_hash
 from .data import DataBundle
 from .errors import BenchError, ConfigError
+from .tempfiles import remove_stale, temp_path
 from .evaluate import evaluate
 from .train.context import TrainContext, seed_everything
 from .train.mtl import finetune_mtl
@@ -60,12 +61,13 @@ class StageCache:
         self.root = root
         try:
             root.mkdir(parents=True, exist_ok=True)
-            probe = root / f".probe{os.getpid()}"
+            probe = temp_path(root / ".probe")
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as e:
             raise BenchError(f"{root}: the checkpoint cache cannot be written ({e.strerror or e}); "
                              f"free space or point --home at a writable folder") from None
+        remove_stale(root)  # checkpoints a killed process was writing
 
     def path(self, stage: str, key: str, partial: bool = False) -> Path:
         """The stage checkpoint, or (``partial``) the in-stage one of a stage still being trained."""
@@ -94,14 +96,13 @@ class StageCache:
 
     def save(self, stage: str, key: str, payload: dict, partial: bool = False) -> Path:
         path = self.path(stage, key, partial)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-        try:
-            torch.save(payload, tmp)
-            os.replace(tmp, path)
-        except OSError as e:
-            tmp.unlink(missing_ok=True)
-            raise BenchError(f"{path}: cannot write the checkpoint ({e.strerror or e}); "
-                             f"free space or point --home at a writable folder") from None
+        tmp = temp_path(path)
+        with tracking.disk_errors(where=path):  # torch.save reports a full disk as a RuntimeError
+            try:
+                torch.save(payload, tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
         if not partial:
             self.path(stage, key, partial=True).unlink(missing_ok=True)
         return path
@@ -129,7 +130,11 @@ def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, 
         for r in earlier:  # left RUNNING by a killed process and not resumed: end it
             if r.info.run_id != run_id and r.info.status == "RUNNING":
                 tracking.end_orphan(r.info.run_id)
-        stage_tags = {tags.STAGE: name, tags.STAGE_KEY: key}
+        # the trial that runs this stage now (a stage run reopened for another row is live while it runs)
+        stage_tags = {tags.STAGE: name, tags.STAGE_KEY: key, **(tracking.trial_tags(parent.info.run_id) if parent else {})}
+        # a stage another row's run started and a kill cut short: finish it in that run, then record
+        # it in this row's run as reused, so that every row has its stage child
+        foreign = run_id is not None and parent is not None and run_id not in {r.info.run_id for r in earlier}
         if resume is not None:
             stage_tags[tags.RESUMED_FROM_EPOCH] = resume["epoch"]
         with tracking.run(name, exp_id, nested=True, tags=stage_tags, run_id=run_id) as run:
@@ -137,9 +142,7 @@ def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, 
                 run.params({"stage_key": key, **payload})
             if cached is not None:
                 model.load_state_dict(cached["model"])
-                run.tags({tags.REUSED: "true", tags.TRAINED_IN_RUN: cached.get("run_id", "")})
-                for rec in cached.get("history", []):
-                    run.metrics({k: v for k, v in rec.items() if k != "step"}, rec["step"])
+                _log_reused(run, cached)
                 return key, cached.get("run_id", "")
             rng = seed_everything(int(stable_hash([seed, name], 8), 16))
             ctx = TrainContext(device=device, rng=rng, log=run.metrics, image=run.image, quiet=quiet, resume=resume,
@@ -148,11 +151,23 @@ def _stage(name: str, payload: dict, model: torch.nn.Module, cache: StageCache, 
             if on_validate is not None:
                 ctx.on_validate = on_validate
             train(ctx)
-            path = cache.save(name, key, {"model": model.state_dict(), "history": ctx.history,
-                                          "run_id": run.id, "payload": payload})
+            done = {"model": model.state_dict(), "history": ctx.history, "run_id": run.id, "payload": payload}
+            path = cache.save(name, key, done)
             run.tags({tags.REUSED: "false"})
             run.artifact(path, "checkpoints")
-            return key, run.id
+        if foreign:
+            stage_tags.pop(tags.RESUMED_FROM_EPOCH, None)
+            with tracking.run(name, exp_id, nested=True, tags=stage_tags) as mine:
+                mine.params({"stage_key": key, **payload})
+                _log_reused(mine, done)
+        return key, done["run_id"]
+
+
+def _log_reused(run: tracking.Run, cached: dict) -> None:
+    """A stage run that loaded a checkpoint another run trained: the tags say which, the curves are copied."""
+    run.tags({tags.REUSED: "true", tags.TRAINED_IN_RUN: cached.get("run_id", "")})
+    for rec in cached.get("history", []):
+        run.metrics({k: v for k, v in rec.items() if k != "step"}, rec["step"])
 
 
 def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, seed: int,

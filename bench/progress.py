@@ -49,7 +49,7 @@ def stage_progress(total: int, desc: str, quiet: bool = False, epochs: int | Non
 
 @contextmanager
 def _bar(total: int, desc: str) -> Iterator[Advance]:
-    cols = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+    cols = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
             TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
     with Progress(*cols, transient=True) as bar:
         task = bar.add_task(desc, total=total, info="")

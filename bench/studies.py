@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -28,7 +29,7 @@ from .errors import BenchError, ConfigError, DivergenceError
 from .evaluate import noisy_rows
 from .pipeline import FINETUNERS, RowResult, StageCache, reference_split, resolve_method, run_row
 from .studyname import StudyName
-from .trialqueue import TrialQueue
+from .trialqueue import TrialQueue, repair_journal
 from .workers import run_workers
 
 State = optuna.trial.TrialState
@@ -165,19 +166,30 @@ def check_study(spec: StudySpec, where: str) -> None:
 
 
 def open_storage(storage: str | None, home: Path):
-    """Optuna storage: a journal file under ``home`` by default, else the given URL."""
-    try:
-        if storage is None:
+    """Optuna storage: a journal file under ``home`` by default (cut back to its last complete
+    record if a crash tore it, with a one-line notice), else the given URL."""
+    if storage is None:
+        journal = home / "optuna.journal"
+        try:
             from optuna.storages.journal import JournalFileBackend
 
             home.mkdir(parents=True, exist_ok=True)
-            return optuna.storages.JournalStorage(JournalFileBackend(str(home / "optuna.journal")))
+            notice = repair_journal(journal)
+            if notice:
+                print(f"note: {notice}", file=sys.stderr)
+            return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+        except OSError as e:
+            raise tracking.disk_error(journal, e) from None
+        except Exception as e:
+            raise BenchError(f"{journal}: the Optuna journal cannot be read ({str(e).splitlines()[0][:160]}); "
+                             f"move it aside to start the studies of this home over") from None
+    try:
         with warnings.catch_warnings():  # heartbeat_interval is "experimental"; its warning is not for users
             warnings.simplefilter("ignore")
             return optuna.storages.RDBStorage(storage, heartbeat_interval=60, grace_period=180)
     except Exception as e:
-        raise BenchError(f"--storage {tracking.mask_secret(storage or str(home))}: cannot be opened "
-                         f"({str(e).splitlines()[0][:160]})") from None
+        raise BenchError(f"--storage {tracking.mask_secret(storage)}: cannot be opened "
+                         f"({tracking.mask_secret(str(e).splitlines()[0][:160])})") from None
 
 
 def log_row_result(run: tracking.Run, result: RowResult, keys: dict) -> None:
@@ -280,8 +292,10 @@ class StudyRunner:
         self._check_patches()  # loads (and validates) the data before any study, run or trial is created
         StageCache(self.home / "cache")  # writable
         queue = TrialQueue(self.study(), self.home / "locks")
+        with queue.locked():  # a dead process's trials and runs, also when nothing is left to run
+            queue.recover()
+            self._end_orphans(queue)
         if queue.missing(self.wanted(), _settled) or queue.busy(self.wanted()):
-            tracking.experiment(self.study_name, self.home)
             run_workers(self._work, workers)
         with queue.locked():  # two commands at once log the reference once
             self.log_reference()
@@ -336,6 +350,7 @@ class StudyRunner:
         while True:
             with queue.locked():
                 queue.recover()
+                self._end_orphans(queue)
                 queue.enqueue(self.wanted(), _settled)
                 claimed = queue.claim()
             if claimed is None:
@@ -347,13 +362,19 @@ class StudyRunner:
             with lock:
                 self._run_trial(queue, trial)
 
+    def _end_orphans(self, queue: TrialQueue) -> None:
+        """End the MLflow runs of this study that a dead process left RUNNING (call after ``recover``,
+        under the queue lock: every trial still RUNNING then has a live process)."""
+        live = {t.number for t in queue.study.get_trials(deepcopy=False, states=(State.RUNNING,))}
+        tracking.end_orphans(tracking.experiment(self.study_name, self.home), live, self.storage_label)
+
     def _run_trial(self, queue: TrialQueue, trial: optuna.Trial) -> None:
         study = queue.study
         try:
             with queue.heartbeat(trial):
                 rows = {r.name: r for r in self.spec.rows}
                 row = rows[trial.suggest_categorical("row", tuple(rows))]
-                value = run_trial(self, trial, row, trial.suggest_int("seed", 0, 2**31 - 1))
+                value = run_trial(self, trial, row, trial.suggest_int("seed", 0, 2**32 - 1))
         except DivergenceError:  # FAIL with the reason; the other rows go on
             study.tell(trial, state=State.FAIL)
             return

@@ -14,6 +14,7 @@ checked against optuna 5.0 (the range pyproject.toml pins).
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import socket
 import warnings
@@ -35,6 +36,50 @@ def trial_params(t: optuna.trial.FrozenTrial) -> dict:
 
 def _key(params: dict) -> tuple:
     return tuple(sorted(params.items()))
+
+
+def repair_journal(path: Path) -> str | None:
+    """Cut a journal file back to its last complete record, as a crash mid-write leaves it torn
+    (Optuna would otherwise append the next record to the partial line and fail on every read
+    after). The dropped bytes are kept beside it; returns a one-line notice, or None if whole."""
+    if not _torn_at(path):
+        return None
+    from optuna.storages.journal import JournalFileSymlinkLock
+    from optuna.storages.journal._file import get_lock_file  # optuna 5.0, pinned: the lock append_logs holds
+
+    with get_lock_file(JournalFileSymlinkLock(str(path))):
+        cut = _torn_at(path)
+        if cut is None:
+            return None
+        data = path.read_bytes()
+        dropped = data[cut:]
+        aside = path.with_name(f"{path.name}.dropped-{datetime.now():%Y%m%d-%H%M%S}")
+        aside.write_bytes(dropped)
+        with open(path, "r+b") as f:
+            f.truncate(cut)
+            f.flush()
+            os.fsync(f.fileno())
+    kept, lost = data[:cut].count(b"\n"), dropped.count(b"\n") + (not dropped.endswith(b"\n"))
+    return (f"{path}: a crash left a record torn; kept the {kept} complete record(s) before it, dropped "
+            f"{len(dropped)} bytes ({lost} line(s), saved as {aside.name}); a row whose record was dropped runs again")
+
+
+def _torn_at(path: Path) -> int | None:
+    """The byte offset after the last record before the first torn one, or None if every line is a record."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    pos = 0
+    for line in data.splitlines(keepends=True):
+        if not line.endswith(b"\n"):
+            return pos
+        try:
+            json.loads(line)
+        except ValueError:
+            return pos
+        pos += len(line)
+    return None
 
 
 class TrialQueue:

@@ -70,15 +70,59 @@ def stage_threads() -> int | None:
     return n
 
 
-def _worker(fn: Callable[[], None], threads: int) -> None:
+def parent_death_signal(sig: int = 15) -> bool:
+    """Linux: ask the kernel to send this process ``sig`` (SIGTERM) when its parent dies (kept
+    across exec, so also usable in a subprocess's ``preexec_fn``); returns whether it could."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl(1, sig) == 0  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return False
+
+
+def _die_with_parent(parent: int) -> None:
+    """Ask the kernel to end this worker when its parent dies (Linux), so that a ``kill -9`` of
+    the command never leaves workers training on; elsewhere a thread watches the parent's pid."""
+    if parent_death_signal():
+        if os.getppid() != parent:  # died before the request took effect
+            os._exit(1)
+        return
+    import threading
+    import time
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _worker(fn: Callable[[], None], threads: int, parent: int) -> None:
+    import sys
+
+    _die_with_parent(parent)
     import torch
 
     torch.set_num_threads(threads)
-    fn()
+    try:
+        fn()
+    except KeyboardInterrupt:  # Ctrl-C reaches every worker; the parent says it once
+        sys.exit(130)
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def run_workers(fn: Callable[[], None], workers: int) -> None:
-    """Call ``fn()`` in ``workers`` processes (in this one if 1); each claims trials until none is left."""
+    """Call ``fn()`` in ``workers`` processes (in this one if 1); each claims trials until none is left.
+
+    Ctrl-C reaches the workers too (one process group): they end their trials and runs, and this
+    process waits for them before it exits."""
     if workers < 1:
         raise BenchError(f"--workers {workers}: expected a positive integer")
     if workers == 1:
@@ -86,11 +130,18 @@ def run_workers(fn: Callable[[], None], workers: int) -> None:
         return
     threads = max(1, usable_cores() // workers)
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(fn, threads)) for _ in range(workers)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
+    procs = [ctx.Process(target=_worker, args=(fn, threads, os.getpid())) for _ in range(workers)]
+    try:
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+        raise
     failed = [p.exitcode for p in procs if p.exitcode]
     if failed:
         raise BenchError(f"{len(failed)} of {workers} workers failed (exit codes {failed}); rerun to retry their trials")

@@ -35,6 +35,24 @@ def _home_with_file_as_cache(tmp):
     return ["run", "table2", "--preset", "smoke"]
 
 
+def _taken_port(tmp):
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()
+    _held.append(sock)  # held until the test session ends
+    return ["ui", "--port", str(sock.getsockname()[1])]
+
+
+_held: list = []
+
+
+def _file_as_home(tmp):  # a home that cannot be created, even for root (chmod does not stop root)
+    (tmp / "file").write_text("not a folder")
+    return ["run", "table2", "--preset", "smoke", "--home", str(tmp / "file" / "home")]
+
+
 def _not_an_image(tmp):
     (tmp / "notes.txt").write_text("hello")
     return ["denoise", str(tmp / "notes.txt")]
@@ -73,13 +91,24 @@ BAD_INPUT = [
     (["tune", "nosuch"], "unknown method 'nosuch'"),
     (_not_an_image, "notes.txt: unsupported file type"),
     (["perf", "--threads", "0"], "--threads 0"),
+    (["run", "table2", "--seeds", "0,0"], "seed 0 is given twice"),
+    (["run", "table2", "--seeds", str(2**32)], "from 0 to 4294967295"),
+    (["run", "table2", "--seeds", str(2**70)], "from 0 to 4294967295"),
+    (["run", "table2", "--set", "finetune.lr=.inf"], "finetune.lr: Input should be a finite number"),
+    (["run", "table2", "--set", "finetune.lr=-inf"], "finetune.lr: Input should be a finite number"),
+    (["run", "table2", "--set", "pretrain.lambda_g=nan"], "pretrain.lambda_g: Input should be a finite number"),
+    (["run", "table2", "--storage", "postgresql://user:secret@x@127.0.0.1:1/nodb"], "postgresql://user:***@127.0.0.1"),
+    (["run", "table2", "--storage", "postgresql://127.0.0.1:1/nodb?user=u&password=secret"], "password=***"),
+    (["run", "table2", "--storage", "mysql+pymysql://u@127.0.0.1:1/db?passwd=secret"], "passwd=***"),
+    (_taken_port, "cannot listen on 127.0.0.1"),
+    (_file_as_home, "the bench home cannot be written"),
 ]
 
 
 @pytest.mark.parametrize("args,needle", BAD_INPUT, ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_input_is_one_line_and_exit_2(run_cli, tmp_path, args, needle):
     args = args(tmp_path) if callable(args) else args
-    home = [] if args[0] in ("denoise", "perf") else ["--home", str(tmp_path)]
+    home = [] if args[0] in ("denoise", "perf") or "--home" in args else ["--home", str(tmp_path)]
     code, _, err = run_cli(*args, *home)
     assert code == 2, err
     assert needle in err, err

@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(code, int) and code:
             sys.exit(code)
     except BenchError as e:
-        err_console.print(f"error: {e}", style="red", highlight=False, soft_wrap=True)
+        err_console.print(f"error: {e}", style="red", highlight=False, markup=False, soft_wrap=True)
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except typer.TyperException as e:  # usage errors: unknown option, missing argument, bad type
         msg = e.format_message() if hasattr(e, "format_message") else str(e)
-        err_console.print(f"error: {' '.join(msg.split())}", style="red", highlight=False, soft_wrap=True)
+        err_console.print(f"error: {' '.join(msg.split())}", style="red", highlight=False, markup=False,
+                          soft_wrap=True)
         sys.exit(2)
 
 

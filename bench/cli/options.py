@@ -24,6 +24,7 @@ SET = typer.Option([], "--set", help="Override a preset value, e.g. finetune.epo
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.")
 STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (default: a journal file in --home).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
+MAX_SEED = 2**32 - 1  # NumPy's generators take seeds up to this
 
 
 def home_dir(home: Optional[Path]) -> Path:
@@ -55,8 +56,13 @@ class StudyOptions:
             seeds = [int(s) for s in self.seeds.split(",") if s.strip()]
         except ValueError:
             raise BenchError(f"--seeds {self.seeds!r}: expected comma-separated integers, e.g. 0,1,2") from None
-        if not seeds or any(s < 0 for s in seeds):
-            raise BenchError(f"--seeds {self.seeds!r}: expected one or more non-negative integers")
+        if not seeds or any(s < 0 or s > MAX_SEED for s in seeds):
+            raise BenchError(f"--seeds {self.seeds!r}: expected one or more integers from 0 to {MAX_SEED} "
+                             f"(NumPy's seed range)")
+        if len(set(seeds)) != len(seeds):
+            twice = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise BenchError(f"--seeds {self.seeds!r}: seed {twice[0]} is given twice; expected distinct seeds "
+                             f"(a repeated seed trains the same numbers again and overstates n)")
         return seeds
 
     def home_dir(self) -> Path:

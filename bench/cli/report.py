@@ -40,7 +40,7 @@ def report(
         raise BenchError(f"--device {device!r}: expected cpu, cuda or cuda:N")
     check_device(device)
     from ..report.build import build_reports
-    from ..report.console import study_table
+    from ..report.console import console_text, study_table
     start = time.perf_counter()
     rep = build_reports(table, out, latex=latex, markdown=markdown, html=html, figures=figures, preset=preset,
                         run_ids=run_id, home=home_dir(home), home_opt=home, tracking_uri=tracking_uri, device=device,
@@ -65,13 +65,13 @@ def report(
                 t.add_column(col, justify="left" if col in ("comparison", "A − B", "split", "metric") else "right")
             for c in r.comparisons.itertuples():
                 d = 3 if c.metric == "psnr" else 4
-                t.add_row(c.comparison, f"{c.a} − {c.b}", c.split, c.metric, str(c.n), f"{c.mean:+.{d}f}",
+                t.add_row(console_text(c.comparison), console_text(f"{c.a} − {c.b}"), c.split, c.metric, str(c.n), f"{c.mean:+.{d}f}",
                           f"[{c.lo:+.{d}f}, {c.hi:+.{d}f}]", f"{c.p:.3g}", "yes" if c.distinguishable else "no")
             console.print(t)
         for note in r.skipped:
-            console.print(note, style="yellow", highlight=False)
+            console.print(console_text(note, "yellow"))
     for w in rep.warnings:
-        err_console.print(f"warning: {w}", style="yellow", highlight=False)
+        err_console.print(console_text(f"warning: {w}", "yellow"))
     logged = f"; logged to MLflow run(s) {', '.join(rep.logged.values())}" if rep.logged else ""
     console.print(f"wrote {len(rep.written)} file(s) to {rep.out}/ in {time.perf_counter() - start:.0f} s{logged}",
                   style="dim", highlight=False)

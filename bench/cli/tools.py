@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -64,19 +67,74 @@ def ui(
     home: Optional[Path] = HOME,
 ) -> None:
     """Open the MLflow UI on the tracking store that `bench run` writes to."""
-    from ..tracking import tracking_uri
+    from ..tracking import local_store, setup
 
-    where = home_dir(home)
-    where.mkdir(parents=True, exist_ok=True)
-    uri = tracking_uri(where)
-    console.print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)")
+    if not 0 < port < 65536:
+        raise BenchError(f"--port {port}: expected a port number from 1 to 65535")
+    check_port(host, port)
+    uri = setup(home_dir(home))
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        local_store(home_dir(home))  # whole, and at home, before the server reads it
+    console.print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)", highlight=False)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
-           "--port", str(port), "--workers", "1"]
+           "--port", str(port), "--workers", "1", "--uvicorn-opts", "--log-level warning"]
+    # Its own process group, stderr through us: Ctrl-C (or a SIGTERM) reaches this process only,
+    # which stops the server's processes (uvicorn, job consumers) with their shutdown chatter muted.
+    from ..workers import parent_death_signal
+
+    proc = subprocess.Popen(cmd, env=env, process_group=0, stderr=subprocess.PIPE, text=True, errors="replace",
+                            preexec_fn=lambda: parent_death_signal(signal.SIGINT))
+    muted = threading.Event()
+
+    def forward() -> None:
+        for line in proc.stderr:
+            if not muted.is_set():
+                sys.stderr.write(line)
+                sys.stderr.flush()
+    threading.Thread(target=forward, daemon=True).start()
+
+    def interrupt(*_) -> None:
+        raise KeyboardInterrupt
+    signal.signal(signal.SIGTERM, interrupt)
     try:
-        raise typer.Exit(subprocess.call(cmd, env=env))
+        code = proc.wait()
     except KeyboardInterrupt:
-        raise typer.Exit(0) from None
+        muted.set()
+        _stop_group(proc)
+        raise
+    raise typer.Exit(code)
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """Stop a server and every process it started (one process group): Ctrl-C first, then SIGKILL."""
+    for sig, wait in ((signal.SIGINT, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            time.sleep(0.5)  # its children stop a moment after it
+        except subprocess.TimeoutExpired:
+            continue
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # any child that outlived it
+    except ProcessLookupError:
+        pass
+
+
+def check_port(host: str, port: int) -> None:
+    """One line, before any server starts, when ``host:port`` cannot be listened on (taken, or no such address)."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is free
+            s.bind((host, port))
+    except OSError as e:
+        raise BenchError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror or e}); "
+                         f"stop what uses it or pass another --port") from None
 
 
 @app.command()

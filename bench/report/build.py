@@ -21,7 +21,7 @@ from .figures import FigureOut, make_figures
 from .runs import StudyRuns, find_study, studies_from_run_ids, study_names_in_store
 from .stats import compare, find_pairs
 from .summary import study_records, study_summary
-from .tables import pairs_table, study_table, to_html, to_latex, to_markdown, tta_table
+from .tables import md_escape, pairs_table, study_table, to_html, to_latex, to_markdown, tta_table
 from .tta import GAIN_METRICS, reference_levels, scenarios_of, study_tta
 
 TABLES = ("table1", "table2", "table3", "tta", "ablate")
@@ -51,7 +51,7 @@ class Report:
 def tracking_client(home: Path, tracking_uri: str | None) -> tuple[MlflowClient | None, str]:
     """A client for ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the store in ``home``
     (None when that store does not exist: reading must not create one)."""
-    from ..tracking import mask_secret
+    from ..tracking import follow_home, mask_secret
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri is None:
@@ -59,6 +59,7 @@ def tracking_client(home: Path, tracking_uri: str | None) -> tuple[MlflowClient 
         uri = f"sqlite:///{db.resolve()}"
         if not db.exists():
             return None, uri
+        follow_home(home)  # a copied home: its own artifacts, never the original's
     try:
         return MlflowClient(tracking_uri=uri), uri
     except Exception as e:
@@ -153,7 +154,7 @@ def build_study(study: StudyRuns, tmp: Path, figures: bool, device: str) -> Stud
     tidy.to_csv(tmp / "data" / f"{study.study}.csv", index=False)
     if figures:
         rep.figures, rep.skipped = make_figures(study, tmp / "figures" / study.study, device)
-    md = [f"# {title}", "", f"Experiment `{study.experiment_name}`, {len(study.runs)} run(s); "
+    md = [f"# {md_escape(title)}", "", f"Experiment `{study.experiment_name}`, {len(study.runs)} run(s); "
           f"tidy per-image rows: [data/{study.study}.csv](data/{study.study}.csv).", "",
           *[to_markdown(d) for d in docs]]
     for f in rep.figures:

@@ -3,8 +3,15 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .summary import COLUMNS, fmt_params
+
+
+def console_text(text: object, style: str = "") -> Text:
+    """Any user string (row name, study title, a failure's reason) as console text that prints
+    literally: ``[bold]`` or ``[link=…]`` in it is neither Rich markup nor an error."""
+    return Text(str(text), style=style)
 
 
 def _cell(value: tuple[float, float] | None, digits: int, n: int) -> str:
@@ -17,7 +24,7 @@ def _cell(value: tuple[float, float] | None, digits: int, n: int) -> str:
 def study_table(title: str, records: list[dict], data_source: str, baseline: str | None = None) -> Table:
     """The study's rows (``summary.study_records``); with ``baseline``, two more columns: each row's
     PSNR minus the baseline's."""
-    table = Table(title=title, title_justify="left")
+    table = Table(title=console_text(title), title_justify="left")
     table.add_column("row", no_wrap=True)
     for _, _, label, _ in COLUMNS:
         table.add_column(label, justify="right")
@@ -32,10 +39,11 @@ def study_table(title: str, records: list[dict], data_source: str, baseline: str
         table.add_column("paper test PSNR / SSIM", justify="right", style="dim")
     for r in records:
         if "failed" in r:  # a row whose every trial failed: the reason, never a number
-            table.add_row(r["row"], f"[red]failed: {r['failed']}[/]", *[""] * (len(table.columns) - 2))
+            table.add_row(console_text(r["row"]), console_text(f"failed: {r['failed']}", "red"),
+                          *[""] * (len(table.columns) - 2))
             continue
         cells = [_cell(r.get(f"{split}/{metric}"), d, r["n"]) for split, metric, _, d in COLUMNS]
-        row = [r["row"], *cells, fmt_params(r.get("params")), str(r["n"]) if "params" in r else "—"]
+        row = [console_text(r["row"]), *cells, fmt_params(r.get("params")), str(r["n"]) if "params" in r else "—"]
         if base:
             row += [f"{r[k][0] - base[k][0]:+.2f}" if r is not base and "params" in r else ""
                     for k in ("val/psnr", "test/psnr")]

@@ -252,12 +252,16 @@ def to_latex(doc: TableDoc, source: str = "") -> str:
 
 # -- Markdown --------------------------------------------------------------------------------------
 
-def _md_escape(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+def md_escape(text: str) -> str:
+    """Any text as literal Markdown on one line: no raw HTML (``<script>``), no emphasis, link or
+    code span, no ``|`` that splits a table cell, no newline that ends a table row."""
+    s = " ".join(str(text).splitlines())
+    s = re.sub(r"&(?=#?\w+;)", "&amp;", s).replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"([\\`*_\[\]|~#])", r"\\\1", s)
 
 
 def _md_cell(c: Cell) -> str:
-    body = _md_escape(c.plain())
+    body = md_escape(c.plain())
     return f"**{body}**" if c.bold else body
 
 
@@ -270,13 +274,13 @@ def to_markdown(doc: TableDoc) -> str:
                 for j in range(i, i + span):
                     header[j] = f"paper: {header[j]}"
             i += span
-    lines = [f"**{_md_escape(doc.title)}**", "",
-             "| " + " | ".join(_md_escape(h) for h in header) + " |",
+    lines = [f"**{md_escape(doc.title)}**", "",
+             "| " + " | ".join(md_escape(h) for h in header) + " |",
              "|" + "|".join(":---" if a == "l" else ("---:" if a == "r" else ":---:") for a in doc.align) + "|"]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in doc.rows]
     if doc.notes:
         lines.append("")
-        lines += [f"*{_md_escape(n)}*  " for n in doc.notes]
+        lines += [f"*{md_escape(n)}*  " for n in doc.notes]
     return "\n".join(lines) + "\n"
 
 
