@@ -67,11 +67,11 @@ def tta_table(title: str, records: list[dict], metric: str, digits: int) -> Tabl
     paired interval and p, the MDE and the captured fraction of the oracle's gain; then the cost."""
     recs = [r for r in records if r["metric"] == metric]
     scenarios = list(dict.fromkeys(r["scenario"] for r in recs))
-    table = Table(title=title, title_justify="left", show_lines=True)
+    table = Table(title=console_text(title), title_justify="left", show_lines=True)
     table.add_column("row", no_wrap=True)
     for s in scenarios:
         n = "/".join(str(x) for x in sorted({r["n"] for r in recs if r["scenario"] == s}))
-        table.add_column(f"{s} (n = {n})", justify="right")
+        table.add_column(console_text(f"{s} (n = {n})"), justify="right")
     table.add_column("s / instance", justify="right")
     table.add_column("peak MiB", justify="right")
     for row in dict.fromkeys(r["row"] for r in recs):
@@ -83,11 +83,13 @@ def tta_table(title: str, records: list[dict], metric: str, digits: int) -> Tabl
                 cells.append("—")
                 continue
             sd = "" if r["gain_sd"] != r["gain_sd"] else f" ± {r['gain_sd']:.{digits}f}"
-            verdict = "" if r["resolved"] else " [yellow]not resolved[/]"
             cap = "" if r["captured"] != r["captured"] else f" · {100 * r['captured']:.0f} % of oracle"
-            cells.append(f"{r['gain']:+.{digits}f}{sd}\n[{r['lo']:+.{digits}f}, {r['hi']:+.{digits}f}]{verdict}\n"
-                         f"p {r['p']:.3g} · MDE {r['mde']:.{digits}f}{cap}")
+            cell = console_text(f"{r['gain']:+.{digits}f}{sd}\n[{r['lo']:+.{digits}f}, {r['hi']:+.{digits}f}]")
+            if not r["resolved"]:
+                cell.append(" not resolved", style="yellow")
+            cell.append(f"\np {r['p']:.3g} · MDE {r['mde']:.{digits}f}{cap}")
+            cells.append(cell)
         secs = [r["seconds"] for r in mine.values() if r["seconds"] == r["seconds"]]
         mibs = [r["peak_mib"] for r in mine.values() if r["peak_mib"] == r["peak_mib"]]
-        table.add_row(row, *cells, f"{sum(secs) / len(secs):.3f}" if secs else "—", f"{max(mibs):.1f}" if mibs else "—")
+        table.add_row(console_text(row), *cells, f"{sum(secs) / len(secs):.3f}" if secs else "—", f"{max(mibs):.1f}" if mibs else "—")
     return table
