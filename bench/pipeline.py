@@ -25,7 +25,7 @@ from .checkpoints import read_checkpoint
 from .config import Preset, stable_hash
 from .data import DataBundle
 from .errors import BenchError, ConfigError
-from .tempfiles import remove_stale, temp_path
+from .tempfiles import claim_folder, temp_path
 from .evaluate import evaluate
 from .train.context import TrainContext, seed_everything
 from .train.mtl import finetune_mtl
@@ -59,15 +59,10 @@ class StageCache:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            probe = temp_path(root / ".probe")
-            probe.write_bytes(b"")
-            probe.unlink()
-        except OSError as e:
-            raise BenchError(f"{root}: the checkpoint cache cannot be written ({e.strerror or e}); "
-                             f"free space or point --home at a writable folder") from None
-        remove_stale(root)  # checkpoints a killed process was writing
+        why = claim_folder(root)  # also removes checkpoints a killed process was writing
+        if why is not None:
+            raise BenchError(f"{root}: the checkpoint cache cannot be written ({why}); "
+                             f"free space or point --home at a writable folder")
 
     def path(self, stage: str, key: str, partial: bool = False) -> Path:
         """The stage checkpoint, or (``partial``) the in-stage one of a stage still being trained."""

@@ -40,3 +40,18 @@ def remove_stale(folder: Path) -> list[Path]:
             except OSError:
                 pass
     return removed
+
+
+def claim_folder(folder: Path) -> str | None:
+    """Make ``folder``, prove it can be written (a probe file), and remove stale temp files in it;
+    returns None, or why it cannot be written (the callers turn that into their one-line error)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = temp_path(folder / ".probe")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        return str(e.strerror or e)
+    remove_stale(folder)
+    return None
+

@@ -24,7 +24,7 @@ import mlflow  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from .tags import CHECKPOINT, ERROR, OPTUNA_STORAGE, OPTUNA_TRIAL, PARENT, REFERENCE, STAGE_KEY  # noqa: E402
-from .tempfiles import remove_stale, temp_path  # noqa: E402
+from .tempfiles import claim_folder, temp_path  # noqa: E402
 from .errors import BenchError  # noqa: E402
 
 # No "creating initial database tables" chatter on first use (set after mlflow configures its loggers).
@@ -81,15 +81,10 @@ def disk_error(path: Path | str, e: BaseException) -> BenchError:
 
 def writable_home(home: Path) -> None:
     """The bench home exists and can be written, else one line that says so (not a traceback)."""
-    try:
-        home.mkdir(parents=True, exist_ok=True)
-        probe = temp_path(home / ".probe")
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise BenchError(f"{home}: the bench home cannot be written ({e.strerror or e}); "
-                         f"point --home (or $BENCH_HOME) at a writable folder") from None
-    remove_stale(home)
+    why = claim_folder(home)
+    if why is not None:
+        raise BenchError(f"{home}: the bench home cannot be written ({why}); "
+                         f"point --home (or $BENCH_HOME) at a writable folder")
 
 
 def local_store(home: Path) -> None:
