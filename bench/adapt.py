@@ -155,11 +155,28 @@ def meta_test_iterates(model: nn.Module, noisy: Tensor, *, steps: int, lr: float
     return its, features, mask
 
 
+class _Switch:
+    """A module-wide choice that a ``with`` block changes and restores (``memory_layout``,
+    ``per_sample_mode``); a value outside ``choices`` is a ValueError naming ``what``."""
+
+    def __init__(self, what: str, choices: tuple[str, ...]) -> None:
+        self.what, self.choices, self.value = what, choices, choices[0]
+
+    @contextlib.contextmanager
+    def set(self, mode: str):
+        if mode not in self.choices:
+            raise ValueError(f"{self.what} {mode!r}: expected one of {', '.join(self.choices)}")
+        previous, self.value = self.value, mode
+        try:
+            yield
+        finally:
+            self.value = previous
+
+
 LAYOUTS = ("auto", "channels_last", "contiguous")
-_layout = "auto"
+_layout = _Switch("memory layout", LAYOUTS)
 
 
-@contextlib.contextmanager
 def memory_layout(mode: str):
     """The memory layout ``mtl_loss`` and ``meta_test`` run their convolutions in, inside this block:
     ``channels_last`` (NHWC: the images, the body's features, the mask and the adapted heads'
@@ -170,14 +187,7 @@ def memory_layout(mode: str):
     Results of the two layouts agree to float rounding (tests/test_speed.py); outputs come back contiguous. Per-sample loops under ``vmap`` always run in NCHW: channels-last
     inputs there gave wrong body gradients (torch 2.14, CPU).
     """
-    global _layout
-    if mode not in LAYOUTS:
-        raise ValueError(f"memory layout {mode!r}: expected one of {', '.join(LAYOUTS)}")
-    previous, _layout = _layout, mode
-    try:
-        yield
-    finally:
-        _layout = previous
+    return _layout.set(mode)
 
 
 def _nhwc(x: Tensor) -> Tensor:
@@ -188,7 +198,7 @@ def _in_layout(noisy: Tensor, params: Params, *images: Tensor,
                auto_nhwc: bool) -> tuple[bool, Tensor, Params, tuple[Tensor, ...]]:
     """(channels-last?, then ``noisy``, ``params`` and ``images`` in the layout of ``memory_layout``;
     ``auto_nhwc``: what ``auto`` means on CPU for the caller)."""
-    mode = _layout
+    mode = _layout.value
     if mode == "auto":
         mode = "channels_last" if auto_nhwc and noisy.device.type == "cpu" else "contiguous"
     if mode == "contiguous" or _resolved_per_sample_mode(noisy) == "vmap":
@@ -210,10 +220,9 @@ def _frozen_in_layout(model: nn.Module, noisy: Tensor, scope: Scope, aux: str,
 
 
 PER_SAMPLE_MODES = ("auto", "vmap", "loop")
-_per_sample_mode = "auto"
+_per_sample_mode = _Switch("per-sample mode", PER_SAMPLE_MODES)
 
 
-@contextlib.contextmanager
 def per_sample_mode(mode: str):
     """How the per-sample inner loops run inside this block: ``vmap`` (torch.func.vmap: one batched
     kernel per op; per-sample weights become grouped convolutions), ``loop`` (a Python loop over the
@@ -221,18 +230,11 @@ def per_sample_mode(mode: str):
     the same thing; on CPU the loop measured faster (`bench perf`: grouped-conv backward is slow
     there), on a GPU batching is what fills the device.
     """
-    global _per_sample_mode
-    if mode not in PER_SAMPLE_MODES:
-        raise ValueError(f"per-sample mode {mode!r}: expected one of {', '.join(PER_SAMPLE_MODES)}")
-    previous, _per_sample_mode = _per_sample_mode, mode
-    try:
-        yield
-    finally:
-        _per_sample_mode = previous
+    return _per_sample_mode.set(mode)
 
 
 def _resolved_per_sample_mode(noisy: Tensor) -> str:
-    mode = _per_sample_mode
+    mode = _per_sample_mode.value
     return ("vmap" if noisy.device.type == "cuda" else "loop") if mode == "auto" else mode
 
 

@@ -33,12 +33,12 @@ def test_per_sample_mode_is_scoped_and_validated():
     import bench.adapt as adapt
 
     with per_sample_mode("vmap"):
-        assert adapt._per_sample_mode == "vmap"
+        assert adapt._per_sample_mode.value == "vmap"
         with pytest.raises(ValueError, match="per-sample mode"):
             with per_sample_mode("threads"):
                 pass
-        assert adapt._per_sample_mode == "vmap"
-    assert adapt._per_sample_mode == "auto"
+        assert adapt._per_sample_mode.value == "vmap"
+    assert adapt._per_sample_mode.value == "auto"
 
 
 def test_fp32_is_the_default_and_bf16_is_opt_in_on_cpu():
