@@ -35,7 +35,7 @@ def ablation_study(base: str, flags: list[str]):
     """The study ``(name, StudySpec)``. Rows: the base, one row per flag, and all flags together
     when there are several. (The table above is read by the command line before torch loads.)"""
     from .pipeline import meta_learned_method
-    from .studies import RowSpec, StudySpec, check_study
+    from .studyspec import RowSpec, StudySpec, check_study
 
     if not flags:
         raise ConfigError(f"bench ablate: give at least one of --{', --'.join(ABLATIONS)}")

@@ -69,7 +69,7 @@ def load_model(*, checkpoint: str | Path | None = None, run_id: str | None = Non
 def _home(home: str | Path | None) -> Path:
     if home is not None:
         return Path(home)
-    from .studies import default_home
+    from .studyspec import default_home
 
     return default_home()
 
@@ -131,7 +131,7 @@ def _checkpoint_of(client, run, dst: Path) -> Path | None:
 
 def _study_row(study: str, row: str | None) -> str:
     """The study's name (``study`` may be a file), once ``row`` is known to be one of its rows."""
-    from .studies import load_study
+    from .studyspec import load_study
 
     name, spec = load_study(study)
     rows = [r.name for r in spec.rows]

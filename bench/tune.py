@@ -18,7 +18,8 @@ from . import tracking
 from .config import Preset
 from .errors import BenchError
 from .pipeline import meta_learned_method
-from .studies import RowSpec, StudyRunner, StudySpec, run_trial, user_studies_dir
+from .studies import StudyRunner, run_trial
+from .studyspec import RowSpec, StudySpec, user_studies_dir
 
 
 @dataclass(frozen=True)

@@ -168,7 +168,7 @@ def test_ablate_has_one_flag_per_ablation_and_shares_the_study_options(run_cli):
 def test_studies_ship_in_the_package_and_user_studies_live_in_the_home(tmp_path):
     import bench
     from bench.config import STUDIES_DIR
-    from bench.studies import load_study, study_names
+    from bench.studyspec import load_study, study_names
     from bench.tune import default_out
 
     assert STUDIES_DIR.parent == Path(bench.__file__).parent  # package data, not the source tree's top

@@ -170,7 +170,8 @@ def test_mask_secret_masks_every_password_form(url, shown):
 
 def test_a_storage_password_never_reaches_the_error(tmp_path):
     from bench.config import load_preset
-    from bench.studies import StudyRunner, load_study
+    from bench.studies import StudyRunner
+    from bench.studyspec import load_study
 
     name, spec = load_study("table2")
     for url in ("postgresql://u:secret@x@127.0.0.1:1/db", "postgresql://127.0.0.1:1/db?password=secret"):

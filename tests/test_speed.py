@@ -181,10 +181,8 @@ def test_batched_evaluation_equals_one_image_at_a_time(metatest):
             assert abs(a[k] - b[k]) <= 1e-9, (a["image"], k, a[k], b[k])
 
 
-# Issue 20: `bench run <unknown study>` must answer before the heavy libraries load. The CLI itself
-# is light (checked below, passing); the study lookup still lives in bench/studies.py, which imports
-# optuna, mlflow (via the pipeline) and torch (via methods) at the top: the second check fails until
-# the lookup and validation move to a module without them (strict xfail: it flips when they do).
+# Issue 20: `bench run <unknown study>` must answer before the heavy libraries load: the CLI is
+# light, and the study lookup lives in bench/studyspec.py, which imports none of them at the top.
 IMPORT_CHECK = """
 import sys
 from bench.cli import main
@@ -208,7 +206,6 @@ def test_the_cli_loads_no_heavy_library_before_a_command_runs():
     assert lines[0] == "" and lines[1] == "2", lines
 
 
-@pytest.mark.xfail(strict=True, reason="bench/studies.py imports torch/optuna/mlflow at the top (issue 20)")
 def test_an_unknown_study_is_reported_before_torch_mlflow_optuna_pandas_load():
     lines = _import_check()
     assert lines[1] == "2" and lines[2] == "", lines

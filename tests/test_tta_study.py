@@ -15,7 +15,7 @@ from bench.data.base import ImagePair
 from bench.metrics import psnr_float
 from bench.report.runs import melt
 from bench.report.tta import paired_gain, tta_records
-from bench.studies import StudySpec, check_study, load_study, row_adaptation
+from bench.studyspec import StudySpec, check_study, load_study, row_adaptation
 from bench.tta import registry as R
 from bench.tta.evaluate import MAX_STEP_COLUMNS, Target, evaluate_entry, row_entry, step_columns
 from bench.tta.run import adapt_image

@@ -28,7 +28,7 @@ MAX_SEED = 2**32 - 1  # NumPy's generators take seeds up to this
 
 
 def home_dir(home: Optional[Path]) -> Path:
-    from ..studies import default_home
+    from ..studyspec import default_home
 
     return home or default_home()
 

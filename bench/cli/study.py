@@ -19,7 +19,7 @@ def run(
     opts: StudyOptions = StudyOptions(),
 ) -> None:
     """Run (or resume) a study and print its table. Finished rows are never retrained."""
-    from ..studies import load_study
+    from ..studyspec import load_study
 
     name, spec = load_study(study, opts.home_dir())
     run_study(opts, name, spec)

@@ -78,7 +78,7 @@ def _run_hint(name: str, preset: str | None, home: Path | None) -> str:
 
 def resolve_studies(table: str, client: MlflowClient | None, uri: str, preset: str | None, run_ids: list[str],
                     home_opt: Path | None, home: Path | None = None) -> list[StudyRuns]:
-    from ..studies import study_names
+    from ..studyspec import study_names
     from ..tracking import mask_secret
 
     name = _study_name(table)
