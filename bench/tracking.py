@@ -339,12 +339,22 @@ def run(name: str, experiment_id: str | None = None, nested: bool = False,
         yield Run(active)
     except BaseException as e:
         killed = type(e).__name__ == "TrialPruned" or isinstance(e, KeyboardInterrupt)
+        # A Ctrl-C can land inside one of MLflow's own sqlite transactions, which then still holds the
+        # store's lock: ending the run fails ("database is locked") and MLflow logs that with a
+        # traceback. The next command on this home ends such a run (orphan sweep), so say nothing here.
+        mlflow_log = logging.getLogger("mlflow")
+        level = mlflow_log.level
+        mlflow_log.setLevel(logging.CRITICAL)
         try:
             if not killed:
                 MlflowClient().set_tag(active.info.run_id, ERROR, f"{type(e).__name__}: {e}"[:500])
             mlflow.end_run("KILLED" if killed else "FAILED")
-        except Exception:  # the store cannot be written either (full disk): the next start ends the run
+        except Exception:  # the store cannot be written either (full disk, locked): the next start ends the run
             pass
+        # After a Ctrl-C the process is on its way out (exit 130), and MLflow's exit hook may retry the
+        # end of a run left open and log the same traceback: MLflow then stays quiet to the end.
+        if not isinstance(e, KeyboardInterrupt):
+            mlflow_log.setLevel(level)
         raise
     mlflow.end_run("FINISHED")
 
