@@ -32,16 +32,6 @@ rows:
 """
 
 
-def run_cli(capsys, *args: str) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main([str(a) for a in args])
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A smoke-trained study of the two "Ours" rows (one shared training): home, study file, runs."""
@@ -94,10 +84,10 @@ def noisy_photo(h: int, w: int, seed: int = 0) -> np.ndarray:
 # -- the study's numbers ---------------------------------------------------------------------------
 
 
-def test_reference_numbers_equal_the_studys_evaluation(trained, exported, tmp_path, capsys):
+def test_reference_numbers_equal_the_studys_evaluation(trained, exported, tmp_path, run_cli):
     noisy, clean = exported
     out = tmp_path / "out"
-    code, text, err = run_cli(capsys, "denoise", noisy, "--reference", clean, "--study", trained["study"],
+    code, text, err = run_cli("denoise", noisy, "--reference", clean, "--study", trained["study"],
                               "--row", "Ours with meta-test", "--home", trained["home"], "--out", out)
     assert code == 0, err
     assert err == ""
@@ -123,18 +113,18 @@ def test_reference_numbers_equal_the_studys_evaluation(trained, exported, tmp_pa
     assert float(means[2]) == pytest.approx(metrics["Ours with meta-test"], abs=1e-4)
 
 
-def test_run_id_and_checkpoint_give_the_same_model(trained, exported, tmp_path, capsys):
+def test_run_id_and_checkpoint_give_the_same_model(trained, exported, tmp_path, run_cli):
     noisy, _ = exported
     parents = trained["parents"]
     without = parents["Ours without meta-test"].info.run_id
     # a row evaluated without meta-test defaults to K = 0
     den = bench.Denoiser.from_run(without, home=trained["home"], device="cpu")
     assert den.metatest.steps == 0 and den.arch == "ours"
-    code, text, err = run_cli(capsys, "denoise", noisy, "--model", parents["Ours with meta-test"].info.run_id,
+    code, text, err = run_cli("denoise", noisy, "--model", parents["Ours with meta-test"].info.run_id,
                               "--home", trained["home"], "--out", tmp_path / "a", "--adapt-steps", "3", "--lr", "1e-3")
     assert code == 0, err
     assert "meta-test K=3, lr 0.001, sgd" in text
-    code, _, err = run_cli(capsys, "denoise", noisy, "--checkpoint", trained["checkpoint"],
+    code, _, err = run_cli("denoise", noisy, "--checkpoint", trained["checkpoint"],
                            "--out", tmp_path / "b", "-k", "3", "--lr", "1e-3")
     assert code == 0, err
     for f in sorted((tmp_path / "a").glob("*.png")):
@@ -233,7 +223,7 @@ def test_a_3000x2000_photo_denoises_on_cpu_within_24_gib(trained, tmp_path):
 # -- files ----------------------------------------------------------------------------------------
 
 
-def test_layouts_and_bit_depths_are_kept(trained, tmp_path, capsys):
+def test_layouts_and_bit_depths_are_kept(trained, tmp_path, run_cli):
     src = tmp_path / "in"
     src.mkdir()
     rgb = (noisy_photo(36, 44) * 65535).round().astype(np.uint16)
@@ -250,7 +240,7 @@ def test_layouts_and_bit_depths_are_kept(trained, tmp_path, capsys):
     tifffile.imwrite(src / "deeptiff.tiff", rgb)
     write_png(src / "deepalpha.png", np.concatenate([rgb / 65535, np.full((36, 44, 1), 0.5)], axis=2), bits=16)
     out = tmp_path / "out"
-    code, text, err = run_cli(capsys, "denoise", str(src / "*.png"), src / "photo.jpg", src / "deeptiff.tiff",
+    code, text, err = run_cli("denoise", str(src / "*.png"), src / "photo.jpg", src / "deeptiff.tiff",
                               "--checkpoint", trained["checkpoint"], "--out", out, "--save-mask", "--save-steps")
     assert code == 0, err
     assert "6 image(s)" in text
@@ -266,11 +256,11 @@ def test_layouts_and_bit_depths_are_kept(trained, tmp_path, capsys):
     assert Image.open(out / "deep.mask.png").size == (44, 36)
 
 
-def test_a_baseline_runs_forward_and_ignores_k(tmp_path, capsys):
+def test_a_baseline_runs_forward_and_ignores_k(tmp_path, run_cli):
     ckpt = tmp_path / "ridnet.pt"
     torch.save({"model": methods.create("ridnet").state_dict(), "payload": {"arch": "ridnet", "arch_kwargs": {}}}, ckpt)
     Image.fromarray((noisy_photo(24, 24) * 255).astype(np.uint8)).save(tmp_path / "x.png")
-    code, text, err = run_cli(capsys, "denoise", tmp_path / "x.png", "--checkpoint", ckpt, "-k", "3",
+    code, text, err = run_cli("denoise", tmp_path / "x.png", "--checkpoint", ckpt, "-k", "3",
                               "--out", tmp_path / "out", "--reference", tmp_path / "x.png")
     assert code == 0, err
     assert "no auxiliary head" in text and "--adapt-steps 3 ignored" in text
@@ -323,16 +313,16 @@ def bad_inputs(root: Path, trained) -> list[tuple[list, str]]:
     ]
 
 
-def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, capsys):
+def test_bad_input_is_one_line_and_exit_2(trained, tmp_path, run_cli):
     for args, needle in bad_inputs(tmp_path, trained):
         out = [] if "--out" in args else ["--out", tmp_path / "out"]
-        code, _, err = run_cli(capsys, "denoise", *args, *out)
+        code, _, err = run_cli("denoise", *args, *out)
         assert code == 2, (args, err)
         assert needle in err, (needle, err)
         assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
 
 
-def test_a_file_that_fails_alone_is_one_line_and_the_batch_goes_on(trained, tmp_path, capsys):
+def test_a_file_that_fails_alone_is_one_line_and_the_batch_goes_on(trained, tmp_path, run_cli):
     """Too small for the network (a side under 4 px) or undecodable pixels behind a readable header:
     one `error:` line each, the other files are denoised, exit code 1."""
     src = tmp_path / "in"
@@ -343,7 +333,7 @@ def test_a_file_that_fails_alone_is_one_line_and_the_batch_goes_on(trained, tmp_
     Image.fromarray((np.random.default_rng(0).random((64, 64, 3)) * 255).astype(np.uint8)).save(truncated)
     truncated.write_bytes(truncated.read_bytes()[:200])
     out = tmp_path / "out"
-    code, text, err = run_cli(capsys, "denoise", src, "--checkpoint", trained["checkpoint"], "--out", out)
+    code, text, err = run_cli("denoise", src, "--checkpoint", trained["checkpoint"], "--out", out)
     assert code == 1, err
     lines = err.strip().splitlines()
     assert len(lines) == 2 and "Traceback" not in err, err

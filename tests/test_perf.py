@@ -11,13 +11,6 @@ from bench.errors import BenchError
 from bench.perf import measure, memmodel
 
 
-def run_cli(capsys, *args):
-    with pytest.raises(SystemExit) as exc:
-        main(list(args))
-    out = capsys.readouterr()
-    return exc.value.code, out.out, out.err
-
-
 @pytest.fixture(autouse=True)
 def _keep_threads():
     """`bench perf --quick` sets torch's thread count; leave the session's as it was."""
@@ -143,12 +136,12 @@ def test_quick_perf_checks_every_fast_path(capsys, tmp_path):
     assert "| MTL step, B=2, 64², K=2 | naive |" in md and "## Checks" in md
 
 
-def test_a_mismatch_exits_1(capsys, tmp_path, monkeypatch):
+def test_a_mismatch_exits_1(run_cli, tmp_path, monkeypatch):
     import bench.perf.cases as cases
 
     real = cases.naive_meta_test
     monkeypatch.setattr(cases, "naive_meta_test", lambda *a, **k: real(*a, **k) + 1e-2)
-    code, out, _ = run_cli(capsys, "perf", "--quick", "--only", "metatest", "--out", str(tmp_path))
+    code, out, _ = run_cli("perf", "--quick", "--only", "metatest", "--out", str(tmp_path))
     assert code == 1
     assert "check failed: metatest-64: output: ours (loop) vs naive" in out
 
@@ -164,14 +157,14 @@ def test_a_mismatch_exits_1(capsys, tmp_path, monkeypatch):
     (["--threads", "0"], "--threads 0"),
     (["--weights", "/nonexistent/w.pt"], "no such file"),
 ])
-def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, args, needle):
-    code, _, err = run_cli(capsys, "perf", "--quick", *args, "--out", str(tmp_path))
+def test_bad_input_is_one_line_and_exit_2(run_cli, tmp_path, args, needle):
+    code, _, err = run_cli("perf", "--quick", *args, "--out", str(tmp_path))
     assert code == 2
     assert needle in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
-def test_cuda_without_cuda_is_a_clean_error(capsys, tmp_path):
-    code, _, err = run_cli(capsys, "perf", "--device", "cuda", "--out", str(tmp_path))
+def test_cuda_without_cuda_is_a_clean_error(run_cli, tmp_path):
+    code, _, err = run_cli("perf", "--device", "cuda", "--out", str(tmp_path))
     assert code == 2 and "CUDA is not available" in err
