@@ -1,20 +1,58 @@
 """ttaid-bench. ``bench.Denoiser`` is imported on first use, so ``import bench`` stays light.
 
-OpenMP threads wait passively (``OMP_WAIT_POLICY=PASSIVE``, read once when torch loads, so it is
-set here, before anything in bench imports torch): spinning at barriers made a training stage
-several times slower whenever another process held a core (``python -m bench.perf.contention``
-measures both). A value the user set wins; ``BENCH_OMP_WAIT=active`` keeps OpenMP's default.
-Results do not depend on it (same kernels, same summation order).
+How OpenMP threads wait is read once, when torch loads, so it is chosen here, before anything in
+bench imports torch. Spinning at barriers (OpenMP's default) is the fastest on an idle machine but
+made a training stage several times slower when another process held a core; passive waiting
+costs ~30 % on an idle machine (``python -m bench.perf.contention`` measures both). So by default
+(``BENCH_OMP_WAIT=auto``) threads wait passively only if another process is running when bench
+starts (``/proc/loadavg``'s runnable count, three readings); ``passive`` and ``active`` force one
+way, and an ``OMP_WAIT_POLICY`` the user set wins. Results do not depend on it (same kernels, same
+summation order).
 """
 from __future__ import annotations
 
 import os
 from typing import Any
 
-if os.environ.get("BENCH_OMP_WAIT", "passive") != "active":
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+WAIT_ENV = "BENCH_OMP_WAIT"
 
-__all__ = ["Denoiser"]
+
+def machine_busy(readings: int = 3, read=None) -> bool:
+    """Whether another task is runnable right now: the median of a few readings of /proc/loadavg's
+    "running/total" field, less this process; True where it cannot be read (the safe choice)."""
+    import time
+
+    def read_proc() -> str:
+        with open("/proc/loadavg") as fh:
+            return fh.read()
+
+    read = read or read_proc
+    counts = []
+    try:
+        for i in range(readings):
+            counts.append(int(read().split()[3].split("/")[0]) - 1)
+            if i + 1 < readings:
+                time.sleep(0.005)
+    except (OSError, IndexError, ValueError):
+        return True
+    return sorted(counts)[len(counts) // 2] > 0
+
+
+def wait_policy(setting: str, busy) -> str | None:
+    """The OMP_WAIT_POLICY to set for ``BENCH_OMP_WAIT=setting`` (None: OpenMP's default)."""
+    if setting == "active":
+        return None
+    if setting == "passive":
+        return "PASSIVE"
+    return "PASSIVE" if busy() else None
+
+
+if "OMP_WAIT_POLICY" not in os.environ:
+    _policy = wait_policy(os.environ.get(WAIT_ENV, "auto").lower(), machine_busy)
+    if _policy is not None:
+        os.environ["OMP_WAIT_POLICY"] = _policy
+
+__all__ = ["Denoiser", "machine_busy", "wait_policy", "WAIT_ENV"]
 
 
 def __getattr__(name: str) -> Any:

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError,
+                      model_serializer)
 
 from .errors import ConfigError
 
@@ -47,6 +49,17 @@ class DataConfig(_Strict):
     eval_seed: int = 20240101  # fixes the eval noise: identical for every row and seed
     val_fraction: float = Field(0.1, gt=0, lt=1)  # paper data: held-out share of SIDD/PolyU pairs
     sampler: SamplerMode = "area"  # "area": images by area; "per-image": each once per walk (official)
+    # Embedded data: the seven grey photographs and textures in the pre-training and MTL images
+    # (false: the colour images only; the quick-choices study compares both on validation).
+    grey_images: bool = True
+
+    @model_serializer(mode="wrap")
+    def _omit_default_grey(self, handler):
+        """``grey_images: true`` is left out of dumps, so data keys made before the field existed stay valid."""
+        data = handler(self)
+        if data.get("grey_images") is True:
+            data.pop("grey_images")
+        return data
 
 
 class PretrainConfig(_Strict):
@@ -90,6 +103,19 @@ class MetaTestConfig(_Strict):
     steps: int = Field(5, ge=0)
     lr: PositiveFloat = 1e-5
     optimizer: Literal["sgd", "adam"] = "sgd"
+    # alg3: Alg. 3 as printed (soft mask, the prediction after K updates); official: the official
+    # TTAID test loop (mask > 0.5, the prediction from before the last update) — the ``official``
+    # adaptation entry, with these steps, lr and optimizer.
+    variant: Literal["alg3", "official"] = "alg3"
+
+    @model_serializer(mode="wrap")
+    def _omit_default_variant(self, handler):
+        """``variant: alg3`` is left out of dumps, so stage keys and study names made before the
+        field existed stay valid."""
+        data = handler(self)
+        if data.get("variant") == "alg3":
+            data.pop("variant")
+        return data
 
 
 class TTAConfig(_Strict):
@@ -133,10 +159,14 @@ def stable_hash(payload: Any, n: int = 16) -> str:
 
 
 def one_line(err: ValidationError, where: str) -> str:
-    """A pydantic error as the one-line ``where: field: message (got value)`` users see."""
+    """A pydantic error as the one-line ``where: field: message (got value)`` users see: list
+    positions as ``noise[0]``, a validator's own message without pydantic's "Value error, " (it
+    names the value itself)."""
     e = err.errors()[0]
-    loc = ".".join(str(p) for p in e["loc"])
-    return f"{where}: {loc}: {e['msg']}" + (f" (got {e['input']!r})" if e["type"] != "missing" else "")
+    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
+    msg = e["msg"].removeprefix("Value error, ")
+    got = "" if e["type"] in ("missing", "value_error") else f" (got {e['input']!r})"
+    return f"{where}: " + (f"{loc}: " if loc else "") + msg + got
 
 
 def read_yaml(path: Path) -> Any:
@@ -163,7 +193,12 @@ def parse_override(item: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw)
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string; inside free mappings nothing coerces it
     return key.strip().split("."), value
+
+
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 def apply_overrides(data: dict, overrides: list[str], model: type[BaseModel] = Preset) -> dict:
@@ -172,17 +207,28 @@ def apply_overrides(data: dict, overrides: list[str], model: type[BaseModel] = P
         path, value = parse_override(item)
         node, fields = data, model.model_fields
         for i, part in enumerate(path):
+            if fields is None:  # inside a mapping field (tta.budgets.ENTRY.steps): free keys, checked later
+                if i == len(path) - 1:
+                    node[part] = value
+                else:
+                    node = node.setdefault(part, {})
+                    if not isinstance(node, dict):
+                        raise ConfigError(f"--set {item!r}: {'.'.join(path[:i + 1])!r} is a value, not a mapping")
+                continue
             if part not in fields:
                 known = ", ".join(fields)
                 raise ConfigError(f"--set {item!r}: unknown key {'.'.join(path[:i + 1])!r}; expected one of: {known}")
             ann = fields[part].annotation
             if i == len(path) - 1:
                 node[part] = value
-            else:
-                if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-                    raise ConfigError(f"--set {item!r}: {'.'.join(path[:i + 1])!r} has no sub-keys")
+            elif isinstance(ann, type) and issubclass(ann, BaseModel):
                 node = node.setdefault(part, {})
                 fields = ann.model_fields
+            elif getattr(ann, "__origin__", None) is dict or str(ann).startswith("dict["):
+                node = node.setdefault(part, {})
+                fields = None
+            else:
+                raise ConfigError(f"--set {item!r}: {'.'.join(path[:i + 1])!r} has no sub-keys")
     return data
 
 

@@ -26,6 +26,12 @@ def adapts(model: nn.Module) -> bool:
 
 def predict(model: nn.Module, noisy: Tensor, recipe: Recipe, mt: MetaTestConfig, metatest: bool) -> Tensor:
     if metatest and adapts(model) and mt.steps > 0:
+        if mt.variant == "official":  # the registry's entry: one code path for the official test loop
+            from .tta.registry import for_recipe, get
+            from .tta.run import adapt_image
+
+            entry = for_recipe(get("official").with_(steps=mt.steps, lr=mt.lr, optimizer=mt.optimizer), recipe)
+            return torch.cat([adapt_image(entry, model, noisy[i:i + 1]).prediction for i in range(noisy.shape[0])])
         return meta_test(model, noisy, steps=mt.steps, lr=mt.lr, scope=recipe.inner_scope,
                          aux=recipe.aux_loss, optimizer=mt.optimizer)
     with torch.no_grad():

@@ -9,7 +9,7 @@ from __future__ import annotations
 import fcntl
 import os
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
 
@@ -46,12 +46,15 @@ class RowResult:
     params: dict[str, int]
     checkpoint: Path  # the last stage's checkpoint (``model``, ``payload``, ``run_id``, ``history``)
     checkpoint_run: str  # the stage run that trained that checkpoint (its ``run_id``)
+    adaptation: "Adaptation | None" = None  # the entry the row ran (after a ``select:`` choice)
+    selection: list[dict] = field(default_factory=list)  # one record per ``select:`` candidate (validation)
 
     @property
     def objective(self) -> float:
-        """The trial's value: the validation PSNR; 0.0 for a TTA row that scored no validation split
-        (studies read the logged rows, never this value; ``bench tune`` always scores val)."""
-        return float(self.metrics.get("val/psnr", 0.0))
+        """The trial's value: the validation PSNR — float PSNR pooled over the instances for a row with
+        an adaptation entry (what ``bench tune --target gain`` compares), else the 8-bit mean; 0.0
+        for a TTA row that scored no validation split (studies read the logged rows, never this value)."""
+        return float(self.metrics.get("val/psnr_float", self.metrics.get("val/psnr", 0.0)))
 
 
 class StageCache:
@@ -168,12 +171,15 @@ def _log_reused(run: tracking.Run, cached: dict) -> None:
 def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, seed: int,
             device: torch.device, cache: StageCache, exp_id: str, quiet: bool = False,
             until: str = "finetune", on_validate: Callable | None = None, entry: "Adaptation | None" = None,
-            targets: "Sequence[Target] | None" = None) -> RowResult:
+            targets: "Sequence[Target] | None" = None, select: dict | None = None,
+            select_pairs: Sequence | None = None) -> RowResult:
     """Train (or reuse) the method's stages up to ``until`` and evaluate on val and test.
 
     With an adaptation ``entry`` (a study row's ``adapt``), the evaluation is
     ``bench.tta.evaluate.evaluate_entry`` on ``targets`` (a TTA study's scenario instances; default:
-    the val and test images), with its diagnostic columns; without, today's ``evaluate``.
+    the val and test images), with its diagnostic columns; without, today's ``evaluate``. With a
+    ``select`` grid the entry's values are first chosen on ``select_pairs`` (default: the val
+    images) by ``bench.tta.select.choose``; test instances play no part in that choice.
 
     ``until="pretrain"`` scores the pre-trained network (Table 1), validating on the validation
     images with the pre-training noise.
@@ -208,10 +214,16 @@ def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, 
     if entry is not None:
         from .tta.evaluate import Target, evaluate_entry, row_metrics
 
+        selection: list[dict] = []
+        if select:
+            from .tta.select import choose
+
+            entry, selection = choose(model, entry, select, select_pairs if select_pairs is not None else val,
+                                      device, seed)
         targets = targets if targets is not None else [Target("val", "", val), Target("test", "", data.test)]
         images = [{**r, "metatest": entry.learns} for r in evaluate_entry(model, entry, targets, device, seed)]
         return RowResult(row_metrics(images), images, spec.with_recipe(metatest=metatest).param_counts(model),
-                         cache.path(last_name, stable_hash(last_payload)), trained_in)
+                         cache.path(last_name, stable_hash(last_payload)), trained_in, entry, selection)
     for split, pairs in (("val", val), ("test", data.test)):
         rows = evaluate(model, recipe, pairs, preset.metatest, metatest, device)
         for r in rows:

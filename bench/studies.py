@@ -8,6 +8,8 @@ per-image rows (``images.csv``) are the results; the Optuna trial keeps only the
 """
 from __future__ import annotations
 
+import json
+
 import logging
 import sys
 import time
@@ -69,6 +71,12 @@ def log_row_result(run: tracking.Run, result: RowResult, keys: dict) -> None:
     run.tags({tags.CHECKPOINT: result.checkpoint.resolve(), tags.CHECKPOINT_RUN: result.checkpoint_run})
 
 
+def log_adaptation(run: tracking.Run, entry) -> None:
+    """The adaptation a row ran, as run parameters (after its ``select:`` choice, if it has one)."""
+    run.params({"adapt": entry.name, "adapt_steps": entry.steps, "adapt_lr": entry.lr,
+                "adapt_optimizer": entry.optimizer, "adapt_moves": entry.moves, "adapt_loss": entry.loss})
+
+
 def run_trial(runner: "StudyRunner", trial: optuna.Trial, row: RowSpec, seed: int, run_name: str | None = None,
               on_validate=None) -> float:
     """One row × seed as one MLflow parent run (reopened when the trial resumes an interrupted one):
@@ -91,20 +99,26 @@ def run_trial(runner: "StudyRunner", trial: optuna.Trial, row: RowSpec, seed: in
         run.params({"row": row.name, "method": spec.name, "seed": seed, "metatest": metatest,
                     "row_set": ";".join(row.set), "device": str(runner.device), "recipe": spec.recipe.__dict__,
                     **dict(item.split("=", 1) for item in row.set)})
-        if entry is not None:
-            run.params({"adapt": entry.name, "adapt_steps": entry.steps, "adapt_lr": entry.lr,
-                        "adapt_optimizer": entry.optimizer, "adapt_moves": entry.moves, "adapt_loss": entry.loss})
+        if entry is not None and not row.select:
+            log_adaptation(run, entry)
+        if row.select:
+            run.params({"adapt_select": json.dumps(row.select)})
         run.dict({"study": runner.spec.model_dump(), "preset": runner.preset.model_dump(mode="json")}, "config.json")
         try:
-            result = run_row(spec, metatest, preset, runner.data, seed, runner.device,
+            result = run_row(spec, metatest, preset, runner.data_for(preset), seed, runner.device,
                              StageCache(runner.home / "cache"), exp_id, runner.quiet, until=row.stage,
                              on_validate=on_validate, entry=entry,
-                             targets=runner.targets if runner.spec.is_tta else None)
+                             targets=runner.targets if runner.spec.is_tta else None, select=row.select or None,
+                             select_pairs=runner.selection_pairs if row.select and runner.spec.is_tta else None)
         except DivergenceError as e:
             trial.set_user_attr("error", str(e))
             trial.set_user_attr("diverged", True)  # deterministic: a rerun would diverge again
             raise
-        log_row_result(run, result, {"study": runner.study_name, "row": row.name, "method": spec.name, "seed": seed})
+        keys = {"study": runner.study_name, "row": row.name, "method": spec.name, "seed": seed}
+        if result.selection:  # the values chosen on validation, and every candidate's validation gain
+            log_adaptation(run, result.adaptation)
+            run.table([{**keys, **r} for r in result.selection], "selection.csv")
+        log_row_result(run, result, keys)
     return result.objective
 
 
@@ -124,6 +138,7 @@ class StudyRunner:
         self.storage = open_storage(storage, home)
         self._data: DataBundle | None = None
         self._targets: list | None = None
+        self._selection: list | None = None
 
     def __getstate__(self) -> dict:  # for worker processes: reopen the storage there
         return {**self.__dict__, "storage": None}
@@ -138,15 +153,37 @@ class StudyRunner:
             self._data = load_data(self.preset.data)
         return self._data
 
+    def data_for(self, preset: Preset) -> DataBundle:
+        """The training data of a row: the study's, or (a TTA study's row with ``data.*`` in its
+        ``set:``, e.g. ``data.grey_images=false``) its own; the evaluation instances are the study's."""
+        if preset.data == self.preset.data:
+            return self.data
+        return load_data(preset.data)
+
     @property
     def targets(self) -> list:
         """A TTA study's evaluation: each scenario × split's instances, sized by the preset's ``tta``."""
         if self._targets is None:
             from .tta.evaluate import scenario_targets
 
-            self._targets = scenario_targets(self.spec.scenarios, self.preset.tta, self.preset.data.eval_seed,
+            tta = self.preset.tta
+            if self.spec.splits:
+                tta = tta.model_copy(update={"splits": tuple(self.spec.splits)})
+            self._targets = scenario_targets(self.spec.scenarios, tta, self.preset.data.eval_seed,
                                              self.spec.scenario_file)
         return self._targets
+
+    @property
+    def selection_pairs(self) -> list:
+        """Where a TTA row's ``select:`` grid is scored: every scenario's validation instances (sized
+        by the preset's ``tta``), whichever splits the table reports."""
+        if self._selection is None:
+            from .tta.evaluate import scenario_targets
+
+            tta = self.preset.tta.model_copy(update={"splits": ("val",)})
+            self._selection = [p for t in scenario_targets(self.spec.scenarios, tta, self.preset.data.eval_seed,
+                                                           self.spec.scenario_file) for p in t.pairs]
+        return self._selection
 
     def study(self, sampler=None, pruner=None) -> optuna.Study:
         return optuna.create_study(study_name=self.study_name, storage=self.storage, direction="maximize",

@@ -34,6 +34,9 @@ class RowSpec(BaseModel):
     adapt: str | None = None
     adapt_set: dict = Field(default_factory=dict)  # the entry's steps/lr/optimizer/... for this row
     adapt_from: Literal["entry", "metatest"] = "entry"  # metatest: K, lr, optimizer from the preset's metatest
+    # Candidate values chosen on validation before the row runs on test (``bench.tta.select``), e.g.
+    # {optimizer: [sgd, adam], lr: [1e-5, 1e-3], steps: [5, 10]}: the best mean paired validation gain wins.
+    select: dict[str, list] = Field(default_factory=dict)
 
 
 class StudySpec(BaseModel):
@@ -47,6 +50,9 @@ class StudySpec(BaseModel):
     # ``scenario_file`` merged over it) instead of the preset's val/test images.
     scenarios: list[str] = Field(default_factory=list)
     scenario_file: str | None = None
+    # Which splits a TTA study scores (default: the preset's ``tta.splits``); [val] for a study that
+    # chooses values, so that its command cannot report test numbers by mistake.
+    splits: list[Literal["val", "test"]] | None = None
 
     @property
     def is_tta(self) -> bool:
@@ -94,8 +100,8 @@ def load_study(name: str, home: Path | None = None) -> tuple[str, StudySpec]:
 def row_adaptation(spec: StudySpec, row: RowSpec, preset: Preset):
     """The row's adaptation entry as it runs under ``preset`` (None: today's evaluation)."""
     if row.adapt is None and not spec.is_tta:
-        if row.adapt_set or row.adapt_from != "entry":
-            raise ConfigError(f"row {row.name!r}: adapt_set/adapt_from need an adapt entry")
+        if row.adapt_set or row.adapt_from != "entry" or row.select:
+            raise ConfigError(f"row {row.name!r}: adapt_set/adapt_from/select need an adapt entry")
         return None
     from .tta.evaluate import row_entry
 
@@ -104,6 +110,10 @@ def row_adaptation(spec: StudySpec, row: RowSpec, preset: Preset):
     try:
         recipe = resolve_method(row.method, row.recipe).recipe if row.recipe else None
         entry = row_entry(row.adapt, row.method, preset, row.adapt_set, row.adapt_from, recipe)
+        if row.select:
+            from .tta.select import candidates
+
+            candidates(entry, row.select)
     except ConfigError as e:
         raise ConfigError(f"row {row.name!r}: {e}") from None
     if entry.evaluation_only and not spec.is_tta:
@@ -142,9 +152,16 @@ def check_study(spec: StudySpec, where: str) -> None:
         except TypeError:
             raise ConfigError(f"{where}: row {row.name!r}: unknown recipe field in {sorted(row.recipe)}; "
                               f"expected some of {sorted(methods.Recipe.__dataclass_fields__)}") from None
-        if any(item.startswith("data.") for item in row.set):
-            raise ConfigError(f"{where}: row {row.name!r}: set: data.* cannot differ between rows of one study")
+        data_set = [item for item in row.set if item.startswith("data.")]
+        if data_set and not spec.is_tta:  # their val/test images would differ: no pairs
+            raise ConfigError(f"{where}: row {row.name!r}: set: data.* cannot differ between rows of one study "
+                              "(only in a TTA study, whose instances come from its scenarios)")
+        if any(item.split("=", 1)[0].strip() in ("data.eval_seed", "data.source") for item in data_set):
+            raise ConfigError(f"{where}: row {row.name!r}: set: data.eval_seed and data.source are the study's, "
+                              "not a row's")
         Preset().with_overrides(row.set, f"{where}: row {row.name!r}: set")
+    if spec.splits is not None and not spec.is_tta:
+        raise ConfigError(f"{where}: splits: only a TTA study (one with scenarios) chooses its splits")
     names = [r.name for r in spec.rows]
     if len(set(names)) != len(names):
         raise ConfigError(f"{where}: row names must be unique, got {names}")

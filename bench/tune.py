@@ -1,9 +1,15 @@
-"""``bench tune METHOD``: an Optuna search over a recipe's hyper-parameters.
+"""``bench tune METHOD``: an Optuna search over a recipe's hyper-parameters, scored on validation.
 
-Each trial is one row trained with sampled ``finetune.*`` / ``metatest.*`` values (pre-training is
-shared through the stage cache), scored by validation PSNR after meta-test, and pruned by a
-MedianPruner on the per-epoch validation PSNR. The best values are written as a study YAML whose
-single row carries them as ``set:`` overrides, so ``bench run that.yaml`` reproduces the winner.
+``--target psnr`` (default): each trial is one row trained with sampled ``finetune.*`` /
+``metatest.*`` values (pre-training is shared through the stage cache), scored by validation PSNR
+after meta-test, and pruned by a MedianPruner on the per-epoch validation PSNR. The best values are
+written as a study YAML whose single row carries them as ``set:`` overrides.
+
+``--target gain``: the trained network is fixed (its stages come from the cache, as ``bench run
+table2`` trained them) and each trial is Alg. 3 with a sampled optimizer, lr and K, scored on the
+validation instances of the TTA study's scenarios by float PSNR; trial 0 is K = 0 (no adaptation),
+so the best value minus trial 0's is the validation gain. The winner is written as a TTA study
+(rows ``none`` and the tuned Alg. 3) that ``bench run`` scores on test.
 """
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from .config import Preset
 from .errors import BenchError
 from .pipeline import meta_learned_method
 from .studies import StudyRunner, run_trial
-from .studyspec import RowSpec, StudySpec, user_studies_dir
+from .studyspec import RowSpec, StudySpec, load_study, user_studies_dir
 
 
 @dataclass(frozen=True)
@@ -50,18 +56,43 @@ SPACE: dict[str, Param] = {
 }
 
 
+GAIN_SPACE: dict[str, Param] = {
+    "optimizer": Param("cat", choices=("sgd", "adam")),
+    "lr": Param("float", 1e-6, 1e-2, log=True),
+    "steps": Param("int", 0, 10),
+}
+"""Alg. 3's test-time values for ``--target gain`` (steps 0 = no adaptation, trial 0's reference)."""
+TARGETS = ("psnr", "gain")
+NO_ADAPTATION = {"optimizer": "sgd", "lr": 1e-5, "steps": 0}
+
+
 class Tuner:
     """A study whose trials sample hyper-parameters for one method: each trial is the method's row
     with the sampled values as its ``set:`` overrides, run by the study runner's ``run_trial``."""
 
     def __init__(self, method: str, preset_name: str, preset: Preset, seed: int, home: Path,
                  storage: str | None = None, device: str = "auto", quiet: bool = False,
-                 space: dict[str, Param] | None = None, startup_trials: int = 2, warmup_epochs: int = 0) -> None:
+                 space: dict[str, Param] | None = None, startup_trials: int = 2, warmup_epochs: int = 0,
+                 target: str = "psnr", scenarios_from: str = "tta") -> None:
         meta_learned_method(method, f"bench tune: {method!r} is not meta-learned; the search space is MTL's and "
                                     "meta-test's")
-        self.method, self.seed, self.space = method, seed, space or SPACE
-        study = StudySpec(title=f"tune {method}", reference_row="none", rows=[RowSpec(name=method, method=method)])
-        self.runner = StudyRunner(f"tune-{method}", study, preset_name, preset, [seed], home, storage, device, quiet)
+        if target not in TARGETS:
+            raise BenchError(f"bench tune --target {target!r}: expected one of {', '.join(TARGETS)}")
+        self.method, self.seed, self.target = method, seed, target
+        if target == "gain":  # the TTA study's scenarios, scored on their validation instances only
+            _, tta = load_study(scenarios_from)
+            self.space = space or GAIN_SPACE
+            study = StudySpec(title=f"tune {method}: Alg. 3's gain on validation", reference_row="none",
+                              rows=[RowSpec(name=f"{method} alg3", method=method, adapt="alg3")],
+                              scenarios=tta.scenarios, scenario_file=tta.scenario_file)
+            preset = preset.model_copy(update={"tta": preset.tta.model_copy(update={"splits": ("val",)})})
+            name = f"tune-gain-{method}"
+        else:
+            self.space = space or SPACE
+            study = StudySpec(title=f"tune {method}", reference_row="none", rows=[RowSpec(name=method, method=method)])
+            name = f"tune-{method}"
+        self.spec = study
+        self.runner = StudyRunner(name, study, preset_name, preset, [seed], home, storage, device, quiet)
         self.pruner_args = (startup_trials, warmup_epochs)
 
     def study(self) -> optuna.Study:
@@ -73,12 +104,18 @@ class Tuner:
         study = self.study()
         self.runner.data  # validate the data before any trial
         tracking.experiment(self.runner.study_name, self.runner.home)
+        if self.target == "gain" and not study.trials:
+            study.enqueue_trial(NO_ADAPTATION)  # trial 0: the reference every gain is measured from
         for params in enqueue:
             study.enqueue_trial(params)
         study.optimize(self._objective, n_trials=trials, timeout=timeout, catch=())
         return study
 
     def _objective(self, trial: optuna.Trial) -> float:
+        if self.target == "gain":
+            values = {k: p.suggest(trial, k) for k, p in self.space.items()}
+            row = RowSpec(name=f"{self.method} alg3", method=self.method, adapt="alg3", adapt_set=values)
+            return run_trial(self.runner, trial, row, self.seed, run_name=f"trial {trial.number}")
         overrides = [f"{k}={p.suggest(trial, k)}" for k, p in self.space.items()]
         row = RowSpec(name=self.method, method=self.method, metatest=True, set=overrides)
 
@@ -90,18 +127,38 @@ class Tuner:
         return run_trial(self.runner, trial, row, self.seed, run_name=f"trial {trial.number}", on_validate=report)
 
 
-def write_best(study: optuna.Study, method: str, preset_name: str, out: Path) -> Path:
-    """The best trial as a study YAML with one row (``set:`` = the tuned values)."""
+def reference_value(study: optuna.Study) -> float | None:
+    """``--target gain``: the validation float PSNR without adaptation (the finished K = 0 trial)."""
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.params.get("steps") == 0]
+    return done[0].value if done else None
+
+
+def write_best(study: optuna.Study, method: str, preset_name: str, out: Path, tuner: Tuner | None = None) -> Path:
+    """The best trial as a study YAML: one row with ``set:`` = the tuned values (``--target psnr``),
+    or a TTA study with ``none`` and the tuned Alg. 3 (``--target gain``)."""
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
         raise BenchError(f"bench tune: no trial finished in study {study.study_name}; run more trials")
     best = max(complete, key=lambda t: t.value)
-    doc = {
-        "title": f"{method} with hyper-parameters tuned by `bench tune` (preset {preset_name}, "
-                 f"trial {best.number}, val PSNR {best.value:.3f} dB)",
-        "rows": [{"name": f"{method} (tuned)", "method": method,
-                  "set": [f"{k}={v}" for k, v in best.params.items()]}],
-    }
+    if tuner is not None and tuner.target == "gain":
+        ref = reference_value(study)
+        gain = f", val gain {best.value - ref:+.4f} dB over no adaptation" if ref is not None else ""
+        doc = {
+            "title": f"{method}: Alg. 3 with optimizer, lr and K tuned on validation by `bench tune --target gain` "
+                     f"(preset {preset_name}, seed {tuner.seed}, trial {best.number}{gain})",
+            "reference_row": "none",
+            "scenarios": list(tuner.spec.scenarios),
+            **({"scenario_file": tuner.spec.scenario_file} if tuner.spec.scenario_file else {}),
+            "rows": [{"name": "none", "method": method, "adapt": "none"},
+                     {"name": "alg3 (tuned)", "method": method, "adapt": "alg3", "adapt_set": dict(best.params)}],
+        }
+    else:
+        doc = {
+            "title": f"{method} with hyper-parameters tuned by `bench tune` (preset {preset_name}, "
+                     f"trial {best.number}, val PSNR {best.value:.3f} dB)",
+            "rows": [{"name": f"{method} (tuned)", "method": method,
+                      "set": [f"{k}={v}" for k, v in best.params.items()]}],
+        }
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_suffix(".tmp")
@@ -112,6 +169,7 @@ def write_best(study: optuna.Study, method: str, preset_name: str, out: Path) ->
     return out
 
 
-def default_out(method: str, home: Path) -> Path:
-    """``<home>/studies/tuned-METHOD.yaml``: ``bench run tuned-METHOD --home HOME`` finds it by name."""
-    return user_studies_dir(home) / f"tuned-{method}.yaml"
+def default_out(method: str, home: Path, target: str = "psnr") -> Path:
+    """``<home>/studies/tuned-METHOD.yaml`` (``tuned-gain-METHOD.yaml`` for ``--target gain``):
+    ``bench run tuned-METHOD --home HOME`` finds it by name."""
+    return user_studies_dir(home) / f"tuned-{'gain-' if target == 'gain' else ''}{method}.yaml"

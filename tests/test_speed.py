@@ -93,9 +93,18 @@ def _env_after_import(env: dict[str, str]) -> str:
                           check=True).stdout.strip()
 
 
-def test_openmp_waits_passively_unless_told_otherwise():
+def test_openmp_waits_passively_on_a_busy_machine_unless_told_otherwise():
+    import bench
+
+    assert bench.wait_policy("auto", lambda: True) == "PASSIVE"
+    assert bench.wait_policy("auto", lambda: False) is None  # idle: OpenMP's default (spinning) is faster
+    assert bench.wait_policy("passive", lambda: False) == "PASSIVE"
+    assert bench.wait_policy("active", lambda: True) is None
+    assert bench.machine_busy(read=lambda: "0.5 0.4 0.3 1/300 99\n") is False  # only this process runs
+    assert bench.machine_busy(read=lambda: "0.5 0.4 0.3 3/300 99\n") is True
+    assert bench.machine_busy(read=lambda: "garbled") is True  # unknown: the safe choice
     base = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "BENCH_OMP_WAIT")}
-    assert _env_after_import(base) == "PASSIVE"
+    assert _env_after_import(base | {"BENCH_OMP_WAIT": "passive"}) == "PASSIVE"
     assert _env_after_import(base | {"OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"  # the user's value wins
     assert _env_after_import(base | {"BENCH_OMP_WAIT": "active"}) == "None"
 

@@ -74,6 +74,31 @@ def test_tune_prunes_a_bad_trial_and_writes_a_runnable_study(tmp_path, capsys):
     assert not any(r.info.status == "RUNNING" for r in runs)
 
 
+@pytest.mark.slow
+def test_tune_gain_scores_alg3_on_validation_against_no_adaptation(tmp_path, capsys):
+    from bench.studyspec import load_study
+    from bench.tune import reference_value
+
+    preset = load_preset("smoke")
+    tuner = Tuner("ours", "smoke", preset, 0, tmp_path, quiet=True, target="gain")
+    study = tuner.tune(trials=3)
+    assert study.trials[0].params["steps"] == 0  # trial 0: no adaptation, the reference
+    assert all(t.state.name == "COMPLETE" for t in study.trials)
+    ref = reference_value(study)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for t in study.trials:  # each trial is scored on the scenarios' validation instances only
+        run = client.get_run(t.user_attrs["mlflow_run_id"])
+        assert run.data.metrics["val/psnr_float"] == pytest.approx(t.value)
+        assert not any(k.startswith("test/") for k in run.data.metrics)
+    out = write_best(study, "ours", "smoke", tmp_path / "studies" / "tuned-gain-ours.yaml", tuner)
+    doc = yaml.safe_load(out.read_text())
+    best = max(study.trials, key=lambda t: t.value)
+    assert doc["scenarios"] == load_study("tta")[1].scenarios and f"{best.value - ref:+.4f} dB" in doc["title"]
+    assert [r["adapt"] for r in doc["rows"]] == ["none", "alg3"] and doc["rows"][1]["adapt_set"] == best.params
+    main(["run", "tuned-gain-ours", "--preset", "smoke", "--home", str(tmp_path), "--quiet"])  # found by name
+    assert "alg3 (tuned)" in capsys.readouterr().out
+
+
 STUDY = "title: two rows\nrows:\n  - {name: A, method: ours, metatest: false}\n  - {name: B, method: ours-ri}\n"
 
 

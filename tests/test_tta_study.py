@@ -55,7 +55,7 @@ def test_invalid_scenario_noise_is_refused(tmp_path, run_cli):
 def test_row_entries_follow_entry_budget_metatest_and_row_in_that_order():
     smoke, quick = load_preset("smoke"), load_preset("quick")
     assert row_entry("alg3", "ours", smoke).steps == 2  # the smoke budget
-    assert row_entry("zs-n2n", "ours", quick).steps == 300  # the quick budget
+    assert row_entry("zs-n2n", "ours", quick).steps == 100  # the quick budget
     tuned = row_entry("alg3", "ours", quick, adapt_from="metatest")
     assert (tuned.steps, tuned.lr, tuned.optimizer) == (quick.metatest.steps, quick.metatest.lr, quick.metatest.optimizer)
     assert row_entry("alg3", "ours", quick, {"lr": 1e-3}, "metatest").lr == 1e-3
@@ -192,6 +192,7 @@ def test_tta_after_table2_trains_nothing_new_and_reports(tmp_path, run_cli, monk
     rows = [r.name for r in spec.rows if r.adapt != "none"]
     for name in rows:
         assert f"│ {name} " in out
+    assert "chosen on validation — alg3-tuned: seed 0:" in out and "chosen on validation — oracle: seed 0:" in out
     code, out, err = run_cli("report", "tta", "--preset", "smoke", "--latex", "--home", home, "--out", tmp_path / "rep",
                              "--no-log")
     assert code == 0, err
@@ -203,11 +204,12 @@ def test_tta_after_table2_trains_nothing_new_and_reports(tmp_path, run_cli, monk
         lines = [line for line in body if line.split("&")[0].strip() == name.replace("-", "-")]
         assert len(lines) == 2 and all(line.count("[") == len(spec.scenarios) for line in lines), name
     assert (tmp_path / "rep" / "figures" / "tta" / "tta_steps.png").exists()
+    assert "Chosen on validation" in tex and "alg3-tuned: seed 0:" in tex
 
 
 def test_only_studies_that_read_the_tta_section_are_named_by_it():
     p = load_preset("quick")
-    q = p.with_overrides(["tta.draws=2"])
+    q = p.with_overrides(["tta.draws=3"])
     assert p.digest(tta=False) == q.digest(tta=False) and p.digest() != q.digest()
     _, table2 = load_study("table2")
     _, tta = load_study("tta")
@@ -235,3 +237,82 @@ def test_tta_figures_compute_gain_per_step_and_against_alignment():
     assert pts.alignment.tolist() == pytest.approx([0, 0.2, 0.4, 0.6]) and pts.gain.tolist() == pytest.approx([0, .1, .2, .3])
     with pytest.raises(Skip):
         tta_steps.compute(SimpleNamespace(spec={"rows": []}, tidy=pd.DataFrame(), title="t"))
+
+
+def _gain_by_hand(model, entry, pairs):
+    """Mean float-PSNR gain of ``entry`` over the plain forward pass, one direct run per image."""
+    model.eval()
+    gains = []
+    for p in pairs:
+        noisy, clean = (torch.from_numpy(a).permute(2, 0, 1)[None] for a in (p.noisy, p.clean))
+        with torch.no_grad():
+            base = float(psnr_float(model(noisy)[0], clean[0]))
+        gains.append(float(psnr_float(adapt_image(entry, model, noisy, clean).prediction[0], clean[0])) - base)
+    model.train()
+    return float(np.mean(gains))
+
+
+@pytest.mark.parametrize("name, grid", [
+    ("alg3", {"optimizer": ["sgd", "adam"], "lr": [1e-3, 5e-2], "steps": [1, 3]}),
+    ("official", {"lr": [1e-3, 1e-2], "steps": [2, 3]}),  # the prediction after K − 1 updates
+])
+def test_select_reads_every_candidate_off_the_longest_run_and_keeps_the_best(tiny, name, grid):
+    from bench.tta.select import choose
+
+    model, pairs = tiny
+    entry = R.get(name)
+    best, records = choose(model, entry, grid, pairs, torch.device("cpu"))
+    n_candidates = math.prod(len(v) for v in grid.values())
+    assert len(records) == n_candidates and sum(bool(r.get("chosen")) for r in records) == 1
+    for r in records:  # each candidate's gain equals a direct run with exactly its K
+        cand = entry.with_(**{k: r[k] for k in grid})
+        assert r["val_gain_db"] == pytest.approx(_gain_by_hand(model, cand, pairs), abs=1e-6), r
+        assert r["n"] == len(pairs)
+    top = max(records, key=lambda r: r["val_gain_db"])
+    assert top.get("chosen") and all(getattr(best, k) == top[k] for k in grid)
+
+
+def test_select_grids_are_checked():
+    from bench.errors import ConfigError
+    from bench.tta.select import candidates
+
+    with pytest.raises(ConfigError, match="cannot be chosen"):
+        candidates(R.get("alg3"), {"beta": [1]})
+    with pytest.raises(ConfigError, match="non-empty list"):
+        candidates(R.get("alg3"), {"lr": []})
+    with pytest.raises(ConfigError, match="does not learn"):
+        candidates(R.get("nlm"), {"lr": [1e-3]})
+    with pytest.raises(ConfigError, match="lr"):
+        candidates(R.get("alg3"), {"lr": [-1.0]})
+
+
+def test_a_bad_select_grid_in_a_study_file_is_one_line(tmp_path, run_cli):
+    body = ("title: t\nscenarios: [in-distribution]\nrows:\n"
+            "  - {name: r, method: ours, adapt: alg3, select: {beta: [1, 2]}}\n")
+    code, _, err = run_cli("run", write(tmp_path, body), "--preset", "smoke", "--home", tmp_path / "h")
+    assert code == 2 and "row 'r'" in err and "cannot be chosen" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "h").exists()
+
+
+def test_tta_budgets_and_the_official_variant_are_set_from_the_command_line(tiny):
+    from bench.config import MetaTestConfig
+    from bench.evaluate import predict
+
+    p = load_preset("quick", ["tta.budgets.zs-n2n.steps=7", "tta.budgets.lan-offset.lr=1e-4"])
+    assert p.tta.budgets["zs-n2n"] == {"steps": 7, "halve_lr_at": 75} and p.tta.budgets["lan-offset"] == {"lr": 1e-4}
+    assert row_entry("zs-n2n", "ours", p).steps == 7
+    # the paper-official preset is paper with the official test loop; paper's name is unchanged by the field
+    paper, official = load_preset("paper"), load_preset("paper-official")
+    assert official.metatest.variant == "official" and paper.metatest.variant == "alg3"
+    assert "variant" not in paper.metatest.model_dump()  # stage keys made before the field stay valid
+    assert official.model_dump(exclude={"metatest", "description"}) == paper.model_dump(exclude={"metatest", "description"})
+    model, pairs = tiny
+    model.eval()
+    noisy = torch.from_numpy(pairs[0].noisy).permute(2, 0, 1)[None]
+    mt = MetaTestConfig(steps=3, lr=1e-3, optimizer="adam", variant="official")
+    recipe = methods.get("ours").recipe
+    got = predict(model, noisy, recipe, mt, True)
+    want = adapt_image(R.get("official").with_(steps=3, lr=1e-3, optimizer="adam"), model, noisy).prediction
+    alg3 = predict(model, noisy, recipe, mt.model_copy(update={"variant": "alg3"}), True)
+    model.train()
+    assert torch.equal(got, want) and not torch.equal(got, alg3)

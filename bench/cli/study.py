@@ -66,15 +66,17 @@ def run_study(opts: StudyOptions, name: str, spec, baseline: str | None = None) 
     try:
         records = study_records(results, study_summary(results), runner.failed(trials))
         if spec.is_tta:
-            from ..report.console import tta_table
-            from ..report.tta import GAIN_METRICS, study_tta
+            from ..report.console import console_text, tta_table
+            from ..report.tta import GAIN_METRICS, chosen_values, study_tta
 
-            gains = study_tta(results)
+            gains, chosen = study_tta(results), chosen_values(results)
     finally:
         results.close()
     if spec.is_tta:
         for metric, label, digits in GAIN_METRICS:
             console.print(tta_table(f"{spec.title}: {label}  [{opts.preset}]", gains, metric, digits))
+        for line in chosen:
+            console.print(console_text(f"chosen on validation — {line}", "dim"))
         for r in records:
             if "failed" in r:
                 console.print(f"row {r['row']}: failed: {r['failed']}", style="red", highlight=False)
@@ -91,6 +93,9 @@ def tune(
     method: str = typer.Argument("ours", help="A registered meta-learned method."),
     preset: str = PRESET,
     set_: list[str] = typer.Option([], "--set", help="Override a preset value (fixed during the search)."),
+    target: str = typer.Option("psnr", "--target", help="psnr: MTL and meta-test values by validation PSNR "
+                               "(retrains per trial); gain: Alg. 3's optimizer, lr and K on the trained network by "
+                               "the validation gain over no adaptation on the TTA study's scenarios."),
     trials: int = typer.Option(20, "--trials", min=1, help="Trials to run (added to earlier ones)."),
     timeout: Optional[float] = typer.Option(None, "--timeout", help="Stop starting new trials after this many seconds."),
     seed: int = typer.Option(0, help="Training seed of every trial, and the sampler's seed."),
@@ -107,15 +112,17 @@ def tune(
 
     cfg = load_preset(preset, set_)
     check_device(device)
-    from ..tune import Tuner, default_out, write_best
+    from ..tune import Tuner, default_out, reference_value, write_best
 
-    tuner = Tuner(method, preset, cfg, seed, home_dir(home), storage, device, quiet)
+    tuner = Tuner(method, preset, cfg, seed, home_dir(home), storage, device, quiet, target=target)
     study = tuner.tune(trials, timeout)
     states = [t.state.name for t in study.trials]
-    path = write_best(study, method, preset, out or default_out(method, home_dir(home)))
+    path = write_best(study, method, preset, out or default_out(method, home_dir(home), target), tuner)
     best = study.best_trial
+    ref = reference_value(study) if target == "gain" else None
+    gain = f", {best.value - ref:+.4f} dB over no adaptation (trial 0)" if ref is not None else ""
     console.print(f"{len(states)} trials: {states.count('COMPLETE')} complete, {states.count('PRUNED')} pruned; "
-                  f"best val PSNR {best.value:.3f} dB (trial {best.number})")
+                  f"best val {'float ' if target == 'gain' else ''}PSNR {best.value:.3f} dB (trial {best.number}){gain}")
     for k, v in best.params.items():
         console.print(f"  {k} = {v}")
     home_arg = f" --home {home}" if home else ""

@@ -58,8 +58,9 @@ def load_data(cfg: DataConfig) -> DataBundle:
         raise ConfigError(f"unknown data source {cfg.source!r}; expected embedded or paper")
     train_noise = [noise_model(n) for n in cfg.train_noise]
     return DataBundle(
-        pretrain=Source(embedded.clean_images("pretrain"), [noise_model(cfg.pretrain_noise)], cfg.sampler),
-        train=Source(embedded.clean_images("train"), train_noise, cfg.sampler),
+        pretrain=Source(embedded.clean_images("pretrain", cfg.grey_images), [noise_model(cfg.pretrain_noise)],
+                        cfg.sampler),
+        train=Source(embedded.clean_images("train", cfg.grey_images), train_noise, cfg.sampler),
         val=_eval_pairs(embedded.clean_images("val"), cfg.train_noise, cfg),
         test=_eval_pairs(embedded.clean_images("test"), [cfg.test_noise], cfg),
         val_synthetic=_eval_pairs(embedded.clean_images("val"), [cfg.pretrain_noise], cfg),

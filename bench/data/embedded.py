@@ -7,7 +7,8 @@ gives their noise colour) with the synthetic noise mix; MTL trains on two more p
 those images, now with the two training camera profiles, and validates on a third photograph;
 test uses two photographs that no other split sees, with a different camera profile — a real shift
 for test-time adaptation. The grey images add the fine natural texture (fur, grass, gravel) that
-the colour set lacks; with them Ours gains +0.28 dB on test in the quick preset (29.63 → 29.91).
+the colour set lacks; ``data.grey_images: false`` leaves them out (the ``quick-choices`` study
+compares both on validation).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ def _load(name: str) -> np.ndarray:
 
 
 @lru_cache(maxsize=None)
-def clean_images(split: str) -> tuple[ImagePair, ...]:
-    """The clean images of one split (noise is added by the caller)."""
-    return tuple(ImagePair(name, _load(name)) for name in SPLITS[split])
+def clean_images(split: str, grey: bool = True) -> tuple[ImagePair, ...]:
+    """The clean images of one split (noise is added by the caller); ``grey=False`` leaves out the
+    grey photographs and textures (``data.grey_images``)."""
+    return tuple(ImagePair(name, _load(name)) for name in SPLITS[split] if grey or name not in _GREY)

@@ -26,6 +26,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
+from ..config import one_line
 from ..errors import ConfigError, DataError
 from . import camera, embedded
 from .base import ImagePair
@@ -170,14 +171,6 @@ def _photos(split: str, names: tuple[str, ...]) -> list[ImagePair]:
     return [by_name[n] for n in names]
 
 
-def _one_line(err: ValidationError) -> str:
-    e = err.errors()[0]
-    loc = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e["loc"]).lstrip(".")
-    msg = e["msg"].removeprefix("Value error, ")
-    got = "" if e["type"] in ("missing", "value_error") else f" (got {e['input']!r})"
-    return (f"{loc}: " if loc else "") + msg + got
-
-
 def scenario_from_dict(name: str, data: Any, where: str = "scenario") -> Scenario:
     """Validate one scenario; bad input is a one-line ConfigError naming the scenario and the field."""
     if not isinstance(data, dict):
@@ -187,7 +180,7 @@ def scenario_from_dict(name: str, data: Any, where: str = "scenario") -> Scenari
     try:
         return Scenario.model_validate({**data, "name": name})
     except ValidationError as e:
-        raise ConfigError(f"{where}: scenario {name!r}: {_one_line(e)}") from None
+        raise ConfigError(one_line(e, f"{where}: scenario {name!r}")) from None
 
 
 def _read(path: Path) -> dict[str, Any]:

@@ -67,16 +67,21 @@ def run_stage(env: dict[str, str], steps: int, batch: int, patch: int, busy: boo
 
 
 def settings() -> dict[str, dict[str, str | None]]:
-    """The settings compared: OpenMP's default (threads spin at barriers), what bench sets, a short
+    """The settings compared: OpenMP's default (threads spin at barriers), passive waiting, what bench
+    does by default (passive only when another process runs at its start), a short
     spin (libgomp's spin count: ~tens of µs before sleeping; an alternative should passive waiting
     cost time on an idle machine), and
     bench's opt-in thread choice from the cores free at stage start (``bench.workers.stage_threads``)."""
     return {"spinning (OpenMP default)": {k: None for k in WAIT_VARS} | {"BENCH_OMP_WAIT": "active",
                                                                          "BENCH_THREADS": None},
-            "bench default (passive wait)": {k: None for k in WAIT_VARS} | {"BENCH_THREADS": None},
+            "passive wait (BENCH_OMP_WAIT=passive)": {k: None for k in WAIT_VARS} | {
+                "BENCH_OMP_WAIT": "passive", "BENCH_THREADS": None},
+            "bench default (passive if busy at start)": {k: None for k in WAIT_VARS} | {
+                "BENCH_OMP_WAIT": None, "BENCH_THREADS": None},
             "short spin (GOMP_SPINCOUNT=10000)": {k: None for k in WAIT_VARS} | {
                 "BENCH_OMP_WAIT": "active", "GOMP_SPINCOUNT": "10000", "BENCH_THREADS": None},
-            "passive wait + BENCH_THREADS=auto": {k: None for k in WAIT_VARS} | {"BENCH_THREADS": "auto"}}
+            "passive wait + BENCH_THREADS=auto": {k: None for k in WAIT_VARS} | {
+                "BENCH_OMP_WAIT": "passive", "BENCH_THREADS": "auto"}}
 
 
 def measure(steps: int = 6, batch: int = 4, patch: int = 64, threads: int | None = None,

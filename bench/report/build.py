@@ -22,7 +22,7 @@ from .runs import StudyRuns, find_study, studies_from_run_ids, study_names_in_st
 from .stats import compare, find_pairs
 from .summary import study_records, study_summary
 from .tables import md_escape, pairs_table, study_table, to_html, to_latex, to_markdown, tta_table
-from .tta import GAIN_METRICS, reference_levels, scenarios_of, study_tta
+from .tta import GAIN_METRICS, chosen_values, reference_levels, report_split, scenarios_of, study_tta
 
 TABLES = ("table1", "table2", "table3", "tta", "ablate")
 
@@ -139,9 +139,10 @@ def build_study(study: StudyRuns, tmp: Path, figures: bool, device: str) -> Stud
     if scenarios_of(study):  # a TTA study: its table is the gain over each method's none row, per scenario
         rep = StudyReport(study, summary, compare(tidy, []), study_records(study, summary))
         rep.tta = study_tta(study)
-        levels = reference_levels(tidy, study.spec)
+        levels = reference_levels(tidy, study.spec, report_split(tidy))
+        chosen = chosen_values(study)
         docs = [tta_table(f"{study.study}-{metric}", f"{title}: {label}", rep.tta, metric, label, digits, levels,
-                          study.experiment_name) for metric, label, digits in GAIN_METRICS]
+                          study.experiment_name, chosen) for metric, label, digits in GAIN_METRICS]
     else:
         comparisons = compare(tidy, find_pairs(rows, base), paper=study.paper)
         rep = StudyReport(study, summary, comparisons, study_records(study, summary))

@@ -312,7 +312,7 @@ TTA_SUB = ("gain", "95 % CI", "p", "MDE", "captured")
 
 
 def tta_table(label: str, title: str, records: list[dict], metric: str, metric_label: str, digits: int,
-              levels: list[dict], experiment: str) -> TableDoc:
+              levels: list[dict], experiment: str, chosen: list[str] = ()) -> TableDoc:
     """One gain metric: a group of columns per scenario (gain mean ± std over seeds, interval, p, MDE,
     captured fraction of the oracle's gain), then the cost per instance (mean over scenarios)."""
     recs = [r for r in records if r["metric"] == metric]
@@ -341,13 +341,16 @@ def tta_table(label: str, title: str, records: list[dict], metric: str, metric_l
         cells += [Cell(fmt(sum(secs) / len(secs), 3) if secs else "—"), Cell(fmt(max(mibs), 1) if mibs else "—")]
         body.append(cells)
     lv = "; ".join(f"{x['row']} on {x['scenario']}: {x['psnr_float']:.2f} dB" for x in levels)
-    notes = [f"Experiment {experiment}. {metric_label} of each row over the no-adaptation row of the same method "
-             "on the same test instances: gain = mean ± std over seeds of each seed's mean paired difference; "
+    split = recs[0]["split"] if recs else "test"
+    notes = [f"Experiment {experiment}. {metric_label} of each row over the reference row (no adaptation) of the "
+             f"same method on the same {split} instances: gain = mean ± std over seeds of each seed's mean paired difference; "
              "95 % CI (bootstrap) and Wilcoxon p over instances, each instance's difference averaged over seeds; "
              f"MDE = minimum detectable effect (α = {ALPHA}, power 0.8, Student t); n = instances. "
              "\"not resolved\": the interval covers zero. Captured = gain / the oracle's gain (same method "
              "and scenario; — where the oracle's gain is not positive and resolved). Cost: adaptation seconds per instance (diagnostics excluded), mean over the "
              "scenarios, and the largest peak memory growth over them.",
-             *([f"Reference (no adaptation) float PSNR: {lv}."] if lv else [])]
+             *([f"Reference (no adaptation) float PSNR: {lv}."] if lv else []),
+             *([f"Chosen on validation (best mean paired validation gain over the row's grid): {'; '.join(chosen)}."]
+               if chosen else [])]
     align = "l" + "r" * (len(header) - 1)
     return TableDoc(label, title, header, body, align, groups, notes, [])

@@ -68,16 +68,26 @@ def same_parameters(adapt: str, other: str) -> bool:
     return get_adaptation(adapt).moves == get_adaptation(other).moves
 
 
+def references(spec: dict, present: set[str] | None = None) -> dict[str, str]:
+    """Method → its reference row: the first ``none`` row of that method (a later ``none`` row of the
+    same method, e.g. one trained with other ``set:`` values, is a row of the table compared to it)."""
+    out: dict[str, str] = {}
+    for row, (method, adapt) in row_adapts(spec).items():
+        if adapt == NONE and (present is None or row in present):
+            out.setdefault(method, row)
+    return out
+
+
 def tta_records(tidy: pd.DataFrame, spec: dict, split: str = "test") -> list[dict]:
-    """One record per adaptation row × scenario × gain metric (rows with no ``none`` row of their
-    method are left out; the ``none`` rows are the references, not rows of the table)."""
+    """One record per row × scenario × gain metric, against its method's reference row (see
+    ``references``; rows whose method has none are left out; the references are not rows of the table)."""
     adapts = row_adapts(spec)
     present = set(tidy["row"].unique())
-    base = {m: r for r, (m, a) in adapts.items() if a == NONE and r in present}
+    base = references(spec, present)
     oracle = {m: r for r, (m, a) in adapts.items() if a == ORACLE and r in present}
     out = []
     for row, (method, adapt) in adapts.items():
-        if adapt == NONE or row not in present or method not in base:
+        if row not in present or method not in base or row == base[method]:
             continue
         for scenario in spec.get("scenarios") or []:
             c = cost(tidy, row, split, scenario)
@@ -97,8 +107,9 @@ def tta_records(tidy: pd.DataFrame, spec: dict, split: str = "test") -> list[dic
 def reference_levels(tidy: pd.DataFrame, spec: dict, split: str = "test") -> list[dict]:
     """Each ``none`` row's absolute float PSNR per scenario (mean over seeds of the mean over instances)."""
     out = []
+    refs = set(references(spec).values())
     for row, (method, adapt) in row_adapts(spec).items():
-        if adapt != NONE:
+        if row not in refs:
             continue
         for scenario in spec.get("scenarios") or []:
             v = _by_row(tidy, row, split, scenario, "psnr_float")
@@ -108,10 +119,30 @@ def reference_levels(tidy: pd.DataFrame, spec: dict, split: str = "test") -> lis
     return out
 
 
-def study_tta(study: StudyRuns, split: str = "test") -> list[dict]:
+def chosen_values(study: StudyRuns) -> list[str]:
+    """One line per row whose values were chosen on validation (``select:``): the choice of each seed."""
+    picks: dict[str, list[str]] = {}
+    for run in study.runs:
+        p = run.run.data.params
+        if "adapt_select" in p and "adapt_lr" in p:
+            picks.setdefault(run.row, []).append(f"seed {run.seed}: {p.get('adapt_optimizer')} lr "
+                                                 f"{float(p['adapt_lr']):g}, K {p.get('adapt_steps')}")
+    return [f"{row}: {'; '.join(v)}" for row, v in picks.items()]
+
+
+def report_split(tidy: pd.DataFrame) -> str:
+    """The split a TTA table reports: test, or val for a study that scored validation only
+    (``--set tta.splits=[val]``, e.g. the quick-choices study)."""
+    splits = set(tidy["split"].unique()) if "split" in tidy else set()
+    return "test" if "test" in splits or not splits else "val"
+
+
+def study_tta(study: StudyRuns, split: str | None = None) -> list[dict]:
     """``tta_records`` of a finished TTA study (empty when the study has no scenarios)."""
-    return tta_records(study.tidy, study.spec, split) if scenarios_of(study) else []
+    if not scenarios_of(study):
+        return []
+    return tta_records(study.tidy, study.spec, split or report_split(study.tidy))
 
 
-__all__ = ["GAIN_METRICS", "row_adapts", "scenarios_of", "paired_gain", "cost", "tta_records", "reference_levels",
+__all__ = ["GAIN_METRICS", "chosen_values", "references", "report_split", "row_adapts", "scenarios_of", "paired_gain", "cost", "tta_records", "reference_levels",
            "study_tta"]

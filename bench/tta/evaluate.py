@@ -133,7 +133,8 @@ def evaluate_entry(model: nn.Module, entry: Adaptation, targets: Sequence[Target
 
 
 def row_metrics(rows: list[dict]) -> dict[str, float]:
-    """MLflow metrics of a row: the mean per split (and scenario) of each per-instance column."""
+    """MLflow metrics of a row: the mean per split (and scenario) of each per-instance column, and
+    the float PSNR pooled over a split's scenarios (``split/psnr_float``)."""
     out: dict[str, float] = {}
     groups: dict[str, list[dict]] = {}
     for r in rows:
@@ -143,6 +144,9 @@ def row_metrics(rows: list[dict]) -> dict[str, float]:
             vals = [float(r[col]) for r in rs if r.get(col) is not None and np.isfinite(float(r[col]))]
             if vals:
                 out[f"{prefix}{col}"] = float(np.mean(vals))
+    for split in {r["split"] for r in rows if r.get("scenario")}:  # pooled over scenarios: a trial's value
+        vals = [float(r["psnr_float"]) for r in rows if r["split"] == split and r.get("scenario")]
+        out[f"{split}/psnr_float"] = float(np.mean(vals))
     return out
 
 
