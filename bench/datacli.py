@@ -162,7 +162,8 @@ def preview(name: str = typer.Argument(..., help="An embedded split (pretrain, t
 def scenarios_cmd(strength: bool = typer.Option(False, "--strength", help="Also measure each scenario's noise "
                                                 "against the training cameras on the same tiles (seconds)."),
                   split: str = typer.Option("test", help="Split whose instances --strength measures (val or test)."),
-                  preset: str = typer.Option("quick", help="Preset whose eval_seed fixes the noise."),
+                  preset: str = typer.Option("quick", help="Preset whose eval_seed fixes the noise and whose "
+                                                               "tta section sizes the instances (as bench run tta)."),
                   scenarios_file: Optional[Path] = ScenariosOpt,
                   as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List the scenarios of the TTA study: cameras, paired instances per split and, with --strength,
@@ -171,12 +172,13 @@ def scenarios_cmd(strength: bool = typer.Option(False, "--strength", help="Also 
     import json
 
     from .config import load_preset
-    from .data.scenarios import instance_count, load_scenarios, shift_strength
+    from .data.scenarios import instance_count, load_scenarios, shift_strength, sized
 
     scenarios = load_scenarios(scenarios_file)
-    eval_seed = load_preset(preset).data.eval_seed
+    cfg = load_preset(preset)
+    eval_seed = cfg.data.eval_seed
     records, training = [], {}
-    for sc in scenarios.values():
+    for sc in (sized(s, cfg.tta) for s in scenarios.values()):
         rec = {"name": sc.name, "description": sc.description, "cameras": [s.label() for s in sc.noise],
                "tile": sc.tile, "tiles": sc.tiles, "draws": sc.draws,
                "instances": {s: instance_count(sc, s) for s in ("val", "test")}}

@@ -27,6 +27,7 @@ from .data import DataBundle
 from .errors import BenchError, ConfigError
 from .tempfiles import claim_folder, temp_path
 from .evaluate import evaluate
+from .progress import stage_progress
 from .train.context import TrainContext, seed_everything
 from .train.mtl import finetune_mtl
 from .train.pretrain import pretrain
@@ -214,14 +215,20 @@ def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, 
     if entry is not None:
         from .tta.evaluate import Target, evaluate_entry, row_metrics
 
+        active = mlflow.active_run()
+        label = f"{active.info.run_name}: " if active else ""
         selection: list[dict] = []
         if select:
-            from .tta.select import choose
+            from .tta.select import adaptations_needed, choose
 
-            entry, selection = choose(model, entry, select, select_pairs if select_pairs is not None else val,
-                                      device, seed)
+            pairs = select_pairs if select_pairs is not None else val
+            with stage_progress(adaptations_needed(entry, select, len(pairs)), f"{label}select {entry.name} on val",
+                                quiet) as advance:
+                entry, selection = choose(model, entry, select, pairs, device, seed, progress=advance)
         targets = targets if targets is not None else [Target("val", "", val), Target("test", "", data.test)]
-        images = [{**r, "metatest": entry.learns} for r in evaluate_entry(model, entry, targets, device, seed)]
+        with stage_progress(sum(len(t.pairs) for t in targets), f"{label}adapt ({entry.name})", quiet) as advance:
+            rows = evaluate_entry(model, entry, targets, device, seed, progress=advance)
+        images = [{**r, "metatest": entry.learns} for r in rows]
         return RowResult(row_metrics(images), images, spec.with_recipe(metatest=metatest).param_counts(model),
                          cache.path(last_name, stable_hash(last_payload)), trained_in, entry, selection)
     for split, pairs in (("val", val), ("test", data.test)):

@@ -35,9 +35,13 @@ def test_defaults_define_the_control_the_camera_shift_and_a_strong_shift():
 
 @pytest.mark.parametrize("name", sorted(load_scenarios()))
 def test_every_default_scenario_has_at_least_64_paired_instances(name):
+    from bench.config import load_preset
+    from bench.data.scenarios import sized
+
     sc = get_scenario(name)
     assert instance_count(sc, "test") >= 64
     assert instance_count(sc, "val") >= 64
+    assert instance_count(sized(sc, load_preset("quick").tta), "test") >= 64  # as the quick TTA study cuts it
 
 
 def test_instance_count_agrees_with_instances():
@@ -175,10 +179,13 @@ def test_data_scenarios_lists_counts_as_json(tmp_path, capsys):
     from bench.cli import main
 
     mine = _user(tmp_path, "mine: {description: one tile, noise: [nam-like], tiles: 1, draws: 3}")
-    main(["data", "scenarios", "--json", "--scenarios", str(mine)])
+    main(["data", "scenarios", "--json", "--scenarios", str(mine), "--preset", "paper"])  # no tta sizing
     recs = {r["name"]: r for r in json.loads(capsys.readouterr().out)["scenarios"]}
     assert recs["strong-shift"]["instances"] == {"val": 64, "test": 72}
     assert recs["mine"]["instances"] == {"val": 3, "test": 6} and recs["mine"]["cameras"] == ["nam-like"]
+    main(["data", "scenarios", "--json"])  # quick: the sizes `bench run tta` uses
+    recs = {r["name"]: r for r in json.loads(capsys.readouterr().out)["scenarios"]}
+    assert recs["strong-shift"]["instances"] == {"val": 32, "test": 64} and recs["strong-shift"]["tile"] == 64
 
 
 def test_fingerprint_changes_with_what_decides_the_pixels_only():

@@ -263,6 +263,12 @@ def instance_count(scenario: Scenario, split: str) -> int:
     return total * scenario.draws
 
 
+def sized(scenario: Scenario, cfg: Any) -> Scenario:
+    """The scenario cut as a preset's ``tta`` section says (its tile size, tiles and draws where set)."""
+    changes = {k: getattr(cfg, k) for k in ("tile", "tiles", "draws") if getattr(cfg, k) is not None}
+    return scenario.replace(**changes) if changes else scenario
+
+
 def instances(scenario: Scenario, split: str, eval_seed: int) -> list[ImagePair]:
     """The scenario's paired instances on ``split``: clean tile and its noisy photograph, named
     ``photo/tNN/dD`` (NN the tile's index in the full grid, D the draw).

@@ -19,7 +19,7 @@ from torch import nn
 
 from ..config import Preset, TTAConfig
 from ..data.base import ImagePair
-from ..data.scenarios import Scenario, get_scenario, instances
+from ..data.scenarios import get_scenario, instances, sized
 from ..errors import ConfigError
 from ..evaluate import to_tensor
 from ..metrics import image_metrics, psnr_float
@@ -61,12 +61,6 @@ def check_budgets(cfg: TTAConfig) -> None:
         if not isinstance(budget, dict):
             raise ConfigError(f"tta.budgets.{name}: expected a mapping of overrides, got {budget!r}")
         get(name).with_(**budget)
-
-
-def sized(scenario: Scenario, cfg: TTAConfig) -> Scenario:
-    """The scenario cut as the preset says (its tile size, tiles and draws where the preset sets them)."""
-    changes = {k: getattr(cfg, k) for k in ("tile", "tiles", "draws") if getattr(cfg, k) is not None}
-    return scenario.replace(**changes) if changes else scenario
 
 
 @dataclass(frozen=True)
@@ -150,5 +144,5 @@ def row_metrics(rows: list[dict]) -> dict[str, float]:
     return out
 
 
-__all__ = ["row_entry", "check_budgets", "sized", "Target", "scenario_targets", "step_indices", "step_columns",
+__all__ = ["row_entry", "check_budgets", "Target", "scenario_targets", "step_indices", "step_columns",
            "evaluate_entry", "row_metrics", "MAX_STEP_COLUMNS", "STEP_CURVES", "ROW_COLUMNS"]

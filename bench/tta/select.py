@@ -11,7 +11,7 @@ longest run (the prediction after K, or K−1 for ``predict_after: before-last``
 from __future__ import annotations
 
 import itertools
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,21 +43,38 @@ def _run_key(entry: Adaptation) -> tuple:
     return (entry.optimizer, entry.lr, entry.mask_threshold, entry.predict_after, entry.halve_lr_at)
 
 
+def _runs(options: list[Adaptation]) -> list[Adaptation]:
+    """One (the longest) candidate per group of candidates that differ only in K."""
+    return [max(group, key=lambda e: e.steps) for _, group in
+            itertools.groupby(sorted(options, key=lambda e: (repr(_run_key(e)), e.steps)), key=_run_key)]
+
+
+def adaptations_needed(entry: Adaptation, grid: dict[str, Sequence[Any]], instances: int) -> int:
+    """How many single-image adaptations ``choose`` runs (for a progress display)."""
+    return instances * (1 + len(_runs(candidates(entry, grid))))
+
+
 def choose(model: nn.Module, entry: Adaptation, grid: dict[str, Sequence[Any]], pairs: Sequence[Any],
-           device: torch.device, seed: int = 0) -> tuple[Adaptation, list[dict]]:
+           device: torch.device, seed: int = 0,
+           progress: Callable[[], None] | None = None) -> tuple[Adaptation, list[dict]]:
     """The grid's best entry by mean paired validation gain over no adaptation, and one record per
-    candidate (its values, mean gain in dB, its standard error, n). Ties go to the earlier candidate."""
+    candidate (its values, mean gain in dB, its standard error, n). Ties go to the earlier candidate.
+    ``progress`` is called after each single-image adaptation."""
     options = candidates(entry, grid)
     if not pairs:
         raise ConfigError(f"select: no validation instances to choose {entry.name!r}'s values on")
-    none = get("none")
+    tick = progress or (lambda: None)
     tensors = [(to_tensor(p.noisy, device), to_tensor(p.clean, device)) for p in pairs]
-    base = np.array([adapt_image(none, model, n, c, diagnostics=True).psnr[0] for n, c in tensors])
-    curves: dict[tuple, np.ndarray] = {}
-    for key, group in itertools.groupby(sorted(options, key=lambda e: (repr(_run_key(e)), e.steps)), key=_run_key):
-        longest = max(group, key=lambda e: e.steps)
-        curves[key] = np.array([adapt_image(longest, model, n, c, diagnostics=True, seed=seed).psnr
-                                for n, c in tensors])  # (instances, K+1): PSNR after 0 … K updates
+
+    def psnrs(e: Adaptation) -> np.ndarray:
+        out = []
+        for n, c in tensors:
+            out.append(adapt_image(e, model, n, c, diagnostics=True, seed=seed).psnr)
+            tick()
+        return np.array(out)  # (instances, K+1): PSNR after 0 … K updates
+
+    base = psnrs(get("none"))[:, 0]
+    curves = {_run_key(run): psnrs(run) for run in _runs(options)}
     records = []
     for cand in options:
         gains = curves[_run_key(cand)][:, cand.updates_behind_prediction] - base
@@ -71,4 +88,4 @@ def choose(model: nn.Module, entry: Adaptation, grid: dict[str, Sequence[Any]], 
     return options[best], records
 
 
-__all__ = ["SELECTABLE", "candidates", "choose"]
+__all__ = ["SELECTABLE", "candidates", "adaptations_needed", "choose"]
