@@ -304,10 +304,16 @@ def test_a_read_only_home_or_parent_is_one_line(run_cli, tmp_path, what):
 
 # -- 4/8/9: whole studies in real processes ---------------------------------------------------------
 
+def _ctrl_c_as_on_a_terminal() -> None:
+    """A command started in the background of a non-interactive shell (``pytest … &``, some CI
+    runners) inherits SIGINT ignored; the child gets it back so that Ctrl-C is tested as a user sends it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def bench(home: Path, study: Path, *extra: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "bench", "run", str(study), "--preset", "smoke", "--quiet",
                              "--home", str(home), *SETS, *extra], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_on_a_terminal)
 
 
 def table(out: str) -> list[str]:
