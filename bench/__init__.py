@@ -18,24 +18,12 @@ WAIT_ENV = "BENCH_OMP_WAIT"
 
 
 def machine_busy(readings: int = 3, read=None) -> bool:
-    """Whether another task is runnable right now: the median of a few readings of /proc/loadavg's
-    "running/total" field, less this process; True where it cannot be read (the safe choice)."""
-    import time
+    """Whether another task is runnable right now (``bench.workers.runnable_others`` over a few
+    quick readings of /proc/loadavg); True where it cannot be read (the safe choice)."""
+    from .workers import runnable_others  # light: no torch
 
-    def read_proc() -> str:
-        with open("/proc/loadavg") as fh:
-            return fh.read()
-
-    read = read or read_proc
-    counts = []
-    try:
-        for i in range(readings):
-            counts.append(int(read().split()[3].split("/")[0]) - 1)
-            if i + 1 < readings:
-                time.sleep(0.005)
-    except (OSError, IndexError, ValueError):
-        return True
-    return sorted(counts)[len(counts) // 2] > 0
+    others = runnable_others(samples=readings, interval=0.005, read=read)
+    return others is None or others > 0
 
 
 def wait_policy(setting: str, busy) -> str | None:

@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PositiveFloat, PositiveInt, ValidationError,
@@ -23,6 +23,17 @@ STUDIES_DIR = Path(__file__).resolve().parent / "studyfiles"  # shipped in the w
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # --set x=.inf is no value
+    # Fields added after stage keys and study names were first hashed: left out of dumps while they
+    # hold this value (their default), so the keys and names made before them stay valid.
+    _omitted_at: ClassVar[dict[str, Any]] = {}
+
+    @model_serializer(mode="wrap")
+    def _omit_added_defaults(self, handler):
+        data = handler(self)
+        for name, value in self._omitted_at.items():
+            if name in data and data[name] == value:
+                del data[name]
+        return data
 
 
 def _steps_per_epoch(value: Any) -> int | str:
@@ -52,14 +63,7 @@ class DataConfig(_Strict):
     # Embedded data: the seven grey photographs and textures in the pre-training and MTL images
     # (false: the colour images only; the quick-choices study compares both on validation).
     grey_images: bool = True
-
-    @model_serializer(mode="wrap")
-    def _omit_default_grey(self, handler):
-        """``grey_images: true`` is left out of dumps, so data keys made before the field existed stay valid."""
-        data = handler(self)
-        if data.get("grey_images") is True:
-            data.pop("grey_images")
-        return data
+    _omitted_at: ClassVar[dict[str, Any]] = {"grey_images": True}
 
 
 class PretrainConfig(_Strict):
@@ -107,15 +111,7 @@ class MetaTestConfig(_Strict):
     # TTAID test loop (mask > 0.5, the prediction from before the last update) — the ``official``
     # adaptation entry, with these steps, lr and optimizer.
     variant: Literal["alg3", "official"] = "alg3"
-
-    @model_serializer(mode="wrap")
-    def _omit_default_variant(self, handler):
-        """``variant: alg3`` is left out of dumps, so stage keys and study names made before the
-        field existed stay valid."""
-        data = handler(self)
-        if data.get("variant") == "alg3":
-            data.pop("variant")
-        return data
+    _omitted_at: ClassVar[dict[str, Any]] = {"variant": "alg3"}
 
 
 class TTAConfig(_Strict):

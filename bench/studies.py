@@ -136,7 +136,7 @@ class StudyRunner:
         self.storage_label = tracking.mask_secret(storage) if storage else f"journal:{home / 'optuna.journal'}"
         tracking.setup(home)  # first: an unreachable tracking server must not leave a new study behind
         self.storage = open_storage(storage, home)
-        self._data: DataBundle | None = None
+        self._data: dict = {}  # DataConfig -> DataBundle
         self._targets: list | None = None
         self._selection: list | None = None
 
@@ -149,40 +149,36 @@ class StudyRunner:
 
     @property
     def data(self) -> DataBundle:
-        if self._data is None:
-            self._data = load_data(self.preset.data)
-        return self._data
+        return self.data_for(self.preset)
 
     def data_for(self, preset: Preset) -> DataBundle:
-        """The training data of a row: the study's, or (a TTA study's row with ``data.*`` in its
-        ``set:``, e.g. ``data.grey_images=false``) its own; the evaluation instances are the study's."""
-        if preset.data == self.preset.data:
-            return self.data
-        return load_data(preset.data)
+        """The training data of a row, loaded once per data config: the study's, or (a TTA study's
+        row with ``data.*`` in its ``set:``, e.g. ``data.grey_images=false``) its own; the
+        evaluation instances are the study's either way."""
+        if preset.data not in self._data:
+            self._data[preset.data] = load_data(preset.data)
+        return self._data[preset.data]
+
+    def _scenario_targets(self, splits: tuple[str, ...]) -> list:
+        """Each scenario × split of ``splits``: its instances, sized by the preset's ``tta``."""
+        from .tta.evaluate import scenario_targets
+
+        tta = self.preset.tta.model_copy(update={"splits": splits})
+        return scenario_targets(self.spec.scenarios, tta, self.preset.data.eval_seed, self.spec.scenario_file)
 
     @property
     def targets(self) -> list:
-        """A TTA study's evaluation: each scenario × split's instances, sized by the preset's ``tta``."""
+        """A TTA study's evaluation: the splits the study names, else the preset's ``tta.splits``."""
         if self._targets is None:
-            from .tta.evaluate import scenario_targets
-
-            tta = self.preset.tta
-            if self.spec.splits:
-                tta = tta.model_copy(update={"splits": tuple(self.spec.splits)})
-            self._targets = scenario_targets(self.spec.scenarios, tta, self.preset.data.eval_seed,
-                                             self.spec.scenario_file)
+            self._targets = self._scenario_targets(tuple(self.spec.splits or self.preset.tta.splits))
         return self._targets
 
     @property
     def selection_pairs(self) -> list:
-        """Where a TTA row's ``select:`` grid is scored: every scenario's validation instances (sized
-        by the preset's ``tta``), whichever splits the table reports."""
+        """Where a TTA row's ``select:`` grid is scored: every scenario's validation instances,
+        whichever splits the table reports."""
         if self._selection is None:
-            from .tta.evaluate import scenario_targets
-
-            tta = self.preset.tta.model_copy(update={"splits": ("val",)})
-            self._selection = [p for t in scenario_targets(self.spec.scenarios, tta, self.preset.data.eval_seed,
-                                                           self.spec.scenario_file) for p in t.pairs]
+            self._selection = [p for t in self._scenario_targets(("val",)) for p in t.pairs]
         return self._selection
 
     def study(self, sampler=None, pruner=None) -> optuna.Study:
