@@ -8,7 +8,7 @@ import pytest
 
 from bench.cli import main
 from bench.studies import open_storage
-from tools import ARTIFACTS, free_port, headless_chromium, http_get, need_tool, wait_until_up
+from tools import ARTIFACTS, free_port, headless_chromium, http_get, need_tool, run_browser, wait_until_up
 
 pytestmark = pytest.mark.slow
 
@@ -65,10 +65,8 @@ def test_dashboard_screenshot_in_a_real_browser(dashboard, tmp_path):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "optuna-dashboard-study.png"
     shot.unlink(missing_ok=True)
-    subprocess.run([*browser, "--window-size=1400,900", "--virtual-time-budget=10000", f"--screenshot={shot}", url],
-                   check=True, capture_output=True, timeout=300)
+    run_browser([*browser, "--window-size=1400,900", "--virtual-time-budget=10000", f"--screenshot={shot}", url])
     assert shot.stat().st_size > 10_000
-    dom = subprocess.run([*browser, "--virtual-time-budget=10000", "--dump-dom", url], capture_output=True,
-                         text=True, timeout=300).stdout
+    dom = run_browser([*browser, "--virtual-time-budget=10000", "--dump-dom", url]).stdout
     assert study.study_name in dom  # drawn by the dashboard's scripts from its API, not in the served HTML
     assert study.study_name not in http_get(url).decode()

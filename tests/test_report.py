@@ -15,7 +15,7 @@ from bench.report.stats import compare, find_pairs, min_p, paired_test, wilcoxon
 from bench.report.summary import summarize
 from bench.report.tables import latex_escape, pairs_table, study_table, to_html, to_latex, to_markdown
 from bench.studyname import StudyName
-from tools import headless_chromium, need_tool
+from tools import headless_chromium, need_tool, run_browser
 
 RECIPE = {"pretrain": "maxl", "pretrain_aux": "mrl", "grad_loss": True, "finetune": "mtl", "inner_scope": "heads",
           "aux_loss": "mrl", "metatest": True}
@@ -425,14 +425,12 @@ def test_html_page_renders_in_headless_chromium(smoke, tmp_path):
     assert "<script" not in text and "http://" not in text and "https://" not in text  # self-contained
     assert text.count('src="data:image/png;base64,') == len(FIGURES_NAMES)
     shot = tmp_path / "shot.png"
-    res = subprocess.run([*browser, f"--screenshot={shot}", page.as_uri()], capture_output=True,
-                         text=True, timeout=300)
-    assert res.returncode == 0 and shot.is_file(), res.stderr[-2000:]
+    res = run_browser([*browser, f"--screenshot={shot}", page.as_uri()])
+    assert shot.is_file(), res.stderr[-2000:]
     assert not re.search(r"Uncaught|ERR_FILE_NOT_FOUND|ERR_NAME|Failed to load resource", res.stderr)
     from matplotlib.image import imread
 
     img = imread(str(shot))
     assert img.shape[0] >= 1000 and img.std() > 0.05  # something was drawn, not a blank page
-    dom = subprocess.run([*browser, "--dump-dom", page.as_uri()], capture_output=True, text=True,
-                         timeout=300).stdout
+    dom = run_browser([*browser, "--dump-dom", page.as_uri()]).stdout
     assert dom.count("<table") == 2 and dom.count("<img") == len(FIGURES_NAMES)

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from bench.cli import main
-from tools import ARTIFACTS, free_port, headless_chromium, http_get, wait_until_up
+from tools import ARTIFACTS, free_port, headless_chromium, http_get, run_browser, wait_until_up
 
 pytestmark = pytest.mark.slow
 
@@ -55,9 +55,7 @@ def test_bench_ui_screenshot_in_a_real_browser(ui, tmp_path):
     shot = ARTIFACTS / "bench-ui-experiment.png"
     shot.unlink(missing_ok=True)
     url = f"{base}/#/experiments/{exp.experiment_id}/runs"
-    subprocess.run([*browser, "--window-size=1400,900", "--virtual-time-budget=8000", f"--screenshot={shot}", url],
-                   check=True, capture_output=True, timeout=300)  # a loaded 2-core machine is slow
+    run_browser([*browser, "--window-size=1400,900", "--virtual-time-budget=8000", f"--screenshot={shot}", url])
     assert shot.exists() and shot.stat().st_size > 10_000
-    dom = subprocess.run([*browser, "--virtual-time-budget=8000", "--dump-dom", url], capture_output=True, text=True,
-                         timeout=300).stdout
+    dom = run_browser([*browser, "--virtual-time-budget=8000", "--dump-dom", url]).stdout
     assert "ui-smoke-" in dom  # the experiment's name, rendered by the UI's own scripts

@@ -4,7 +4,9 @@ CI=true, where `bash scripts/setup.sh --test` must have installed them."""
 import json
 import os
 import shutil
+import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -44,8 +46,33 @@ def need_tool(name: str) -> str:
 def headless_chromium(profile: Path) -> list[str]:
     """The start of a headless Chromium command line, with its own throw-away profile."""
     return [need_tool("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-            f"--user-data-dir={profile}"]
+            "--disable-dev-shm-usage", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", f"--user-data-dir={profile}"]
+
+
+def run_browser(cmd: list[str], attempts: int = 3, seconds: float = 120) -> subprocess.CompletedProcess:
+    """Run a headless-Chromium command (from `headless_chromium`) to completion, text output.
+
+    Chromium now and then hangs in a container (seen once in CI: a screenshot that never came in
+    300 s, where it takes ~5 s). A hung try is killed with its whole process group — its helper
+    processes hold the pipes open — and retried; the test fails only when every try hangs or
+    Chromium exits non-zero, with the tail of its stderr."""
+    last = ""
+    for _ in range(attempts):
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        try:
+            out, err = proc.communicate(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, err = proc.communicate()
+            last = f"hung for {seconds:.0f} s; stderr ends: {err[-1500:]}"
+            continue
+        res = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+        if res.returncode == 0:
+            return res
+        last = f"exit {res.returncode}; stderr ends: {err[-1500:]}"
+    pytest.fail(f"headless Chromium failed {attempts} times: {last}", pytrace=False)
 
 
 def free_port() -> int:
