@@ -6,6 +6,8 @@ library loads (the methods and the adaptation registry are imported only to chec
 """
 from __future__ import annotations
 
+import json
+
 import os
 from pathlib import Path
 from typing import Literal
@@ -37,6 +39,12 @@ class RowSpec(BaseModel):
     # Candidate values chosen on validation before the row runs on test (``bench.tta.select``), e.g.
     # {optimizer: [sgd, adam], lr: [1e-5, 1e-3], steps: [5, 10]}: the best mean paired validation gain wins.
     select: dict[str, list] = Field(default_factory=dict)
+
+    @property
+    def training(self) -> tuple:
+        """What decides the stages this row trains: rows equal here share them (the stage cache's
+        keys say the same in full; this is what a study file shows of them)."""
+        return self.method, json.dumps(self.recipe, sort_keys=True), tuple(self.set)
 
 
 class StudySpec(BaseModel):

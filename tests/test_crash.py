@@ -420,9 +420,14 @@ def _kill_points():
     ]
 
 
+EXTRA_KILLS = {"fresh-0.3s", "store-created-int", "pretrain-checkpoint-int", "finetune-partial", "first-row-logged-int"}
+
+
 @pytest.mark.slow
 @pytest.mark.crash
-@pytest.mark.parametrize("name,sig,when", _kill_points(), ids=[k[0] for k in _kill_points()])
+@pytest.mark.parametrize("name,sig,when", [
+    # the default run keeps one signal per kill point; the twin with the other signal runs with -m crash
+    pytest.param(*k, id=k[0], marks=[pytest.mark.huge] if k[0] in EXTRA_KILLS else []) for k in _kill_points()])
 def test_a_kill_at_any_point_then_a_rerun_gives_the_uninterrupted_table(tmp_path, two_rows, name, sig, when):
     study, _, expected = two_rows
     home = tmp_path / "home"
