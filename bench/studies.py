@@ -28,7 +28,7 @@ from .pipeline import FINETUNERS, RowResult, StageCache, reference_split, resolv
 from .studyname import StudyName
 from .studyspec import REFERENCE_ROW, RowSpec, StudySpec, check_tta, row_adaptation
 from .trialqueue import TrialQueue, repair_journal
-from .workers import auto_workers, run_workers
+from .workers import run_workers
 
 State = optuna.trial.TrialState
 POLL_SECONDS = 2.0  # how often a command with nothing left to claim checks on rows others run
@@ -197,19 +197,17 @@ class StudyRunner:
             seen.add(r.training)
         return [{"row": r.name, "seed": s} for r in first + later for s in self.seeds]
 
-    def run(self, workers: int | None = 1) -> list[optuna.trial.FrozenTrial]:
-        """Run the missing row × seed trials, in ``workers`` processes (None: ``auto_workers``), and
-        wait for those that another command runs on the same storage; returns the complete trials
-        of this command's seeds."""
+    def run(self, workers: int = 1) -> list[optuna.trial.FrozenTrial]:
+        """Run the missing row × seed trials, in ``workers`` processes, and wait for those that
+        another command runs on the same storage; returns the complete trials of this command's seeds."""
         self._check_patches()  # loads (and validates) the data before any study, run or trial is created
         StageCache(self.home / "cache")  # writable
         queue = TrialQueue(self.study(), self.home / "locks")
         with queue.locked():  # a dead process's trials and runs, also when nothing is left to run
             queue.recover()
             self._end_orphans(queue)
-        missing = queue.missing(self.wanted(), _settled)
-        if missing or queue.busy(self.wanted()):
-            run_workers(self._work, auto_workers(len(missing)) if workers is None else workers)
+        if queue.missing(self.wanted(), _settled) or queue.busy(self.wanted()):
+            run_workers(self._work, workers)
         with queue.locked():  # two commands at once log the reference once
             self.log_reference()
         return [t for t in self.study().get_trials(deepcopy=False)

@@ -118,15 +118,6 @@ def _worker(fn: Callable[[], None], threads: int, parent: int) -> None:
         sys.exit(2)
 
 
-def auto_workers(pending: int) -> int:
-    """``--workers auto``: one process per usable core, at most one per trial waiting to run.
-
-    Measured on the 2-core machine (README, timings): two one-thread trials at once finish ~1.5×
-    more work per minute than one two-thread trial, because these small convolutions scale poorly
-    across threads; a study with one trial left keeps every core for it."""
-    return max(1, min(usable_cores(), pending))
-
-
 def run_workers(fn: Callable[[], None], workers: int) -> None:
     """Call ``fn()`` in ``workers`` processes (in this one if 1); each claims trials until none is left.
 

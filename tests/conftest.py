@@ -11,9 +11,6 @@ import torch
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-# Studies in tests run in the test's own process (monkeypatches reach them, and a smoke trial is
-# shorter than a worker's start-up); tests of several workers pass --workers themselves.
-os.environ.setdefault("BENCH_WORKERS", "1")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 

@@ -259,17 +259,3 @@ def test_rows_reusing_stages_are_queued_after_the_rows_that_train(tmp_path):
     assert [(w["row"], w["seed"]) for w in runner.wanted()] == [
         ("A", 0), ("A", 1), ("R", 0), ("R", 1), ("A2", 0), ("A2", 1), ("A'", 0), ("A'", 1)]
 
-
-def test_workers_auto_is_one_per_core_and_at_most_one_per_pending_trial(tmp_path, monkeypatch):
-    import bench.studies
-    import bench.workers
-
-    monkeypatch.setattr(bench.workers, "usable_cores", lambda: 2)
-    assert [bench.workers.auto_workers(n) for n in (0, 1, 2, 12)] == [1, 1, 2, 2]
-    asked = []
-    monkeypatch.setattr(bench.studies, "run_workers", lambda fn, n: asked.append(n))
-    monkeypatch.delenv("BENCH_WORKERS")  # conftest's default for tests: back to the users' default, auto
-    study = tmp_path / "two.yaml"
-    study.write_text(STUDY)
-    main(["run", str(study), "--preset", "smoke", "--home", str(tmp_path), "--quiet"])
-    assert asked == [2]  # two rows pending, two cores: two workers (stubbed here, so nothing ran)

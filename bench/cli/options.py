@@ -44,7 +44,7 @@ class StudyOptions:
     storage: Optional[str] = None
     data_root: Optional[Path] = None
     home: Optional[Path] = None
-    workers: str = "auto"
+    workers: int = 1
     quiet: bool = False
 
     def overrides(self) -> list[str]:
@@ -68,18 +68,6 @@ class StudyOptions:
     def home_dir(self) -> Path:
         return home_dir(self.home)
 
-    def worker_count(self) -> int | None:
-        """``--workers`` as a number of processes, or None for ``auto`` (decided by the study runner)."""
-        if self.workers.strip().lower() == "auto":
-            return None
-        try:
-            n = int(self.workers)
-        except ValueError:
-            n = 0
-        if n < 1:
-            raise BenchError(f"--workers {self.workers}: expected a positive integer or 'auto'")
-        return n
-
 
 def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
@@ -94,9 +82,7 @@ STUDY_OPTIONS = [
     _option("data_root", Optional[Path], typer.Option(None, "--data-root", help="Root of the real data sets (paper "
                                                       "preset; default $TTAID_DATA_ROOT or ./datasets).")),
     _option("home", Optional[Path], HOME),
-    _option("workers", str, typer.Option("auto", "--workers", envvar="BENCH_WORKERS",
-                                         help="Trials run at once, each in its own process: a number, or auto "
-                                              "(one per core, at most one per pending trial).")),
+    _option("workers", int, typer.Option(1, "--workers", help="Trials run at once, each in its own process.")),
     _option("quiet", bool, QUIET),
 ]
 

@@ -7,6 +7,7 @@ from typing import Optional
 
 import typer
 
+from ..errors import BenchError
 from .app import app, console
 from .options import DEVICE, HOME, PRESET, QUIET, STORAGE, StudyOptions, ablation_flags, home_dir, study_options
 
@@ -46,7 +47,8 @@ def run_study(opts: StudyOptions, name: str, spec, baseline: str | None = None) 
 
     cfg = load_preset(opts.preset, opts.overrides())
     check_device(opts.device)
-    workers = opts.worker_count()
+    if opts.workers < 1:
+        raise BenchError(f"--workers {opts.workers}: expected a positive integer")
     seeds = opts.seed_list()
 
     from mlflow.tracking import MlflowClient
@@ -58,7 +60,7 @@ def run_study(opts: StudyOptions, name: str, spec, baseline: str | None = None) 
 
     start = time.perf_counter()
     runner = StudyRunner(name, spec, opts.preset, cfg, seeds, opts.home_dir(), opts.storage, opts.device, opts.quiet)
-    trials = runner.run(workers)
+    trials = runner.run(opts.workers)
     results = open_study(MlflowClient(), runner.study_name, [t.user_attrs["mlflow_run_id"] for t in trials],
                          {"study": spec.model_dump(), "preset": cfg.model_dump(mode="json")})
     try:
