@@ -188,7 +188,9 @@ def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, 
     recipe = spec.recipe
     torch.manual_seed(seed)
     model = spec.create().to(device)
-    arch = {"arch": spec.arch, "arch_kwargs": spec.arch_kwargs}
+    # the layout changes how sums are ordered, so a channels-last stage is a different checkpoint
+    arch = {"arch": spec.arch, "arch_kwargs": spec.arch_kwargs,
+            **({"layout": spec.layout} if spec.layout != "contiguous" else {})}
     stages: list[tuple[str, dict, Callable[[TrainContext], None]]] = []
     init: Any = {"init": "random", "seed": seed}
     if recipe.pretrain != "none":
