@@ -434,3 +434,16 @@ def test_html_page_renders_in_headless_chromium(smoke, tmp_path):
     assert img.shape[0] >= 1000 and img.std() > 0.05  # something was drawn, not a blank page
     dom = run_browser([*browser, "--dump-dom", page.as_uri()]).stdout
     assert dom.count("<table") == 2 and dom.count("<img") == len(FIGURES_NAMES)
+
+
+def test_a_long_figure_title_is_wrapped_to_the_figure_width():
+    from bench.report.figures.common import new_figure, style, title
+
+    with style():
+        fig = new_figure(6, 3)
+        title(fig, "TTA gain against alignment — " + "a long study title with many words " * 4)
+        fig.canvas.draw()
+        (text,) = [t for t in fig.get_children() if hasattr(t, "get_text") and t.get_text() == fig.get_suptitle()]
+        box = text.get_window_extent()
+        assert "\n" in fig.get_suptitle()
+        assert 0 <= box.x0 and box.x1 <= fig.bbox.width  # nothing cut off at the edges

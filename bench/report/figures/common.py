@@ -71,6 +71,19 @@ def new_figure(w: float, h: float):
     return Figure(figsize=(w, h), layout="constrained")
 
 
+def title(fig, text: str) -> None:
+    """The figure's title, wrapped to the figure's width (a study title is long: one line was cut
+    off at both edges of the PNG)."""
+    import textwrap
+
+    from matplotlib import rcParams
+    from matplotlib.font_manager import FontProperties
+
+    points = FontProperties(size=rcParams["figure.titlesize"]).get_size_in_points()
+    chars = max(20, int(fig.get_figwidth() * 72 / (0.6 * points)))  # ~0.6 em per character
+    fig.suptitle(textwrap.fill(text, chars))
+
+
 def save(fig, folder: Path, name: str) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{name}.png", folder / f"{name}.pdf"]

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..runs import RowInfo, StudyRuns
 from .common import (Computed, Models, Skip, StudyData, crop_size, crop_where, metatest_pairs, new_figure, off,
-                     pick_ours, psnr_of, row_run, save, to_hwc)
+                     pick_ours, psnr_of, row_run, save, to_hwc, title)
 
 NAME, TITLE = "fig3_crops", "Fig. 3: qualitative crops"
 BASELINES = (("ridnet", "RIDNet"), ("mirnet", "MIRNet"))
@@ -110,5 +110,5 @@ def draw(data: Data, folder: Path) -> list[Path]:
         ax.imshow(p.image[sl])
         ax.set_title(p.label if p.psnr is None else f"{p.label}\n{p.psnr:.2f} dB")
         off(ax)
-    fig.suptitle(f"Fig. 3 — qualitative comparison on a test image (seed {data.seed}); PSNR of the whole image")
+    title(fig, f"Fig. 3 — qualitative comparison on a test image (seed {data.seed}); PSNR of the whole image")
     return save(fig, folder, NAME)

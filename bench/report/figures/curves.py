@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ... import tags
 from ..runs import StudyRuns
-from .common import Computed, Skip, new_figure, palette, save
+from .common import Computed, Skip, new_figure, palette, save, title
 
 NAME, TITLE = "curves", "Training curves"
 
@@ -103,5 +103,5 @@ def draw(data: Data, folder: Path) -> list[Path]:
         ax.set_visible(False)
     fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(3, len(handles)),
                frameon=False)
-    fig.suptitle(f"Training curves — {data.title}")
+    title(fig, f"Training curves — {data.title}")
     return save(fig, folder, NAME)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..runs import StudyRuns
 from .common import (MetaTestView, Models, Skip, StudyData, new_figure, off, pick_ours, row_run, save, to_hwc,
-                     trajectory_image)
+                     trajectory_image, title)
 
 NAME, TITLE = "fig8_features", "Fig. 8: feature maps before and after adaptation"
 
@@ -90,5 +90,5 @@ def draw(data: Data, folder: Path) -> list[Path]:
     axes[1, -1].set_title("noisy input")
     off(axes[1, -1])
     off(axes[2, -1], f"{data.steps} steps\nlr {data.lr:g}")
-    fig.suptitle(f"Fig. 8 — primary head's last feature maps before / after meta-test ({data.image})")
+    title(fig, f"Fig. 8 — primary head's last feature maps before / after meta-test ({data.image})")
     return save(fig, folder, NAME)

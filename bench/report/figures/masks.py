@@ -9,7 +9,7 @@ import numpy as np
 
 from ...tracking import artifact_name
 from ..runs import RowInfo, StudyRuns
-from .common import Computed, Skip, StudyData, new_figure, off, row_run, save
+from .common import Computed, Skip, StudyData, new_figure, off, row_run, save, title
 
 NAME, TITLE = "fig5_6_masks", "Figs. 5/6: masks across MTL epochs"
 
@@ -110,5 +110,5 @@ def draw(data: Data, folder: Path) -> list[Path]:
             else:
                 ax.set_visible(False)
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.6, label="mask M (0 … 1)")
-    fig.suptitle("Figs. 5/6 — masks of fixed validation images across MTL epochs")
+    title(fig, "Figs. 5/6 — masks of fixed validation images across MTL epochs")
     return save(fig, folder, NAME)

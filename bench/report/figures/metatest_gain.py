@@ -8,7 +8,7 @@ import numpy as np
 
 from ..runs import StudyRuns
 from ..stats import paired_test, per_image
-from .common import Computed, Skip, metatest_pairs, new_figure, save
+from .common import Computed, Skip, metatest_pairs, new_figure, save, title
 
 NAME, TITLE = "metatest_gain", "Meta-test gain per image"
 COLORS = {"val": "#0173b2", "test": "#de8f05"}
@@ -96,5 +96,5 @@ def draw(data: Data, folder: Path) -> list[Path]:
         ax2.xaxis.set_major_locator(MaxNLocator(5))
         ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax2.legend(frameon=False, fontsize=6)
-    fig.suptitle(f"Meta-test gain per image — {data.title}")
+    title(fig, f"Meta-test gain per image — {data.title}")
     return save(fig, folder, NAME)

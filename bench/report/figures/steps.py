@@ -9,7 +9,7 @@ import numpy as np
 
 from ..runs import StudyRuns
 from .common import (MetaTestView, Models, Skip, StudyData, crop_size, crop_where, new_figure, off, pick_ours,
-                     psnr_of, row_run, save, to_hwc, trajectory_image)
+                     psnr_of, row_run, save, to_hwc, trajectory_image, title)
 
 NAME, TITLE = "fig7_steps", "Fig. 7: prediction after each meta-test step"
 
@@ -100,6 +100,6 @@ def draw(data: Data, folder: Path) -> list[Path]:
     ax.set_ylabel("PSNR − PSNR at step 0 [dB]")
     ax.legend(frameon=False)
     ax.grid(alpha=0.3)
-    fig.suptitle(f"Fig. 7 — prediction after each meta-test step ({data.row}, seed {data.seed}, "
+    title(fig, f"Fig. 7 — prediction after each meta-test step ({data.row}, seed {data.seed}, "
                  f"lr {data.lr:g}, {data.optimizer})")
     return save(fig, folder, NAME)

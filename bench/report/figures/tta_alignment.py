@@ -9,7 +9,7 @@ import numpy as np
 
 from ..runs import StudyRuns
 from ..tta import NONE, row_adapts, scenarios_of
-from .common import Computed, Skip, new_figure, save
+from .common import Computed, Skip, new_figure, save, title
 
 NAME, TITLE = "tta_alignment", "TTA gain against gradient alignment"
 MARKERS = "os^Dvx"
@@ -76,5 +76,5 @@ def draw(data: Data, folder: Path) -> list[Path]:
     ax.set_xlabel("alignment cos(∇L_self, ∇L_pri) at step 0")
     ax.set_ylabel("gain over no adaptation [dB]")
     ax.legend(frameon=False, fontsize=5, ncol=2)
-    fig.suptitle(f"TTA gain against alignment — {data.title}")
+    title(fig, f"TTA gain against alignment — {data.title}")
     return save(fig, folder, NAME)

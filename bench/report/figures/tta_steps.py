@@ -10,7 +10,7 @@ import numpy as np
 from ..runs import StudyRuns
 from ..stats import paired_test
 from ..tta import NONE, row_adapts, scenarios_of
-from .common import Computed, Skip, new_figure, save
+from .common import Computed, Skip, new_figure, save, title
 
 NAME, TITLE = "tta_steps", "TTA gain per step"
 
@@ -88,5 +88,5 @@ def draw(data: Data, folder: Path) -> list[Path]:
         ax.set_xlabel("updates t")
         ax.set_ylabel("gain over no adaptation [dB]")
         ax.legend(frameon=False, fontsize=6)
-    fig.suptitle(f"TTA gain per step — {data.title}")
+    title(fig, f"TTA gain per step — {data.title}")
     return save(fig, folder, NAME)
