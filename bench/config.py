@@ -165,11 +165,13 @@ def one_line(err: ValidationError, where: str) -> str:
     return f"{where}: " + (f"{loc}: " if loc else "") + msg + got
 
 
-def read_yaml(path: Path) -> Any:
+def read_yaml(path: Path, what: str = "file") -> Any:
+    """A YAML file's content; a missing file (``what`` names it: "scenario file") or malformed YAML is
+    a one-line ConfigError naming the file (and the line)."""
     try:
         return yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
+        raise ConfigError(f"{path}: {what} not found") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""

@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
-from ..config import one_line
+from ..config import one_line, read_yaml
 from ..errors import ConfigError, DataError
 from . import camera, embedded
 from .base import ImagePair
@@ -184,13 +183,7 @@ def scenario_from_dict(name: str, data: Any, where: str = "scenario") -> Scenari
 
 
 def _read(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: scenario file not found") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        raise ConfigError(f"{path}:{f' line {mark.line + 1}' if mark else ''} malformed YAML") from None
+    data = read_yaml(path, "scenario file")
     if data is None:
         return {}
     if not isinstance(data, dict):
