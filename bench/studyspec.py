@@ -7,7 +7,6 @@ library loads (the methods and the adaptation registry are imported only to chec
 from __future__ import annotations
 
 import json
-
 import os
 from pathlib import Path
 from typing import Literal

@@ -258,4 +258,3 @@ def test_rows_reusing_stages_are_queued_after_the_rows_that_train(tmp_path):
     runner = StudyRunner("order", spec, "smoke", load_preset("smoke"), [0, 1], tmp_path)
     assert [(w["row"], w["seed"]) for w in runner.wanted()] == [
         ("A", 0), ("A", 1), ("R", 0), ("R", 1), ("A2", 0), ("A2", 1), ("A'", 0), ("A'", 1)]
-

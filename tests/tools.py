@@ -55,9 +55,9 @@ def run_browser(cmd: list[str], attempts: int = 3, seconds: float = 120) -> subp
 
     Chromium now and then hangs in a container (seen once in CI: a screenshot that never came in
     300 s, where it takes ~5 s). A hung try is killed with its whole process group — its helper
-    processes hold the pipes open — and retried; the test fails only when every try hangs or
-    Chromium exits non-zero, with the tail of its stderr."""
-    last = ""
+    processes hold the pipes open — and retried; the test fails when every try hangs, or at once
+    when Chromium exits non-zero, with the tail of its stderr."""
+    err = ""
     for _ in range(attempts):
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
@@ -66,13 +66,12 @@ def run_browser(cmd: list[str], attempts: int = 3, seconds: float = 120) -> subp
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             _, err = proc.communicate()
-            last = f"hung for {seconds:.0f} s; stderr ends: {err[-1500:]}"
             continue
-        res = subprocess.CompletedProcess(cmd, proc.returncode, out, err)
-        if res.returncode == 0:
-            return res
-        last = f"exit {res.returncode}; stderr ends: {err[-1500:]}"
-    pytest.fail(f"headless Chromium failed {attempts} times: {last}", pytrace=False)
+        if proc.returncode != 0:
+            pytest.fail(f"headless Chromium exited {proc.returncode}; stderr ends: {err[-1500:]}", pytrace=False)
+        return subprocess.CompletedProcess(cmd, 0, out, err)
+    pytest.fail(f"headless Chromium hung {attempts} times ({seconds:.0f} s each); stderr ends: {err[-1500:]}",
+                pytrace=False)
 
 
 def free_port() -> int:

@@ -101,5 +101,5 @@ def draw(data: Data, folder: Path) -> list[Path]:
     ax.legend(frameon=False)
     ax.grid(alpha=0.3)
     title(fig, f"Fig. 7 — prediction after each meta-test step ({data.row}, seed {data.seed}, "
-                 f"lr {data.lr:g}, {data.optimizer})")
+               f"lr {data.lr:g}, {data.optimizer})")
     return save(fig, folder, NAME)
