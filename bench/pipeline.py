@@ -196,7 +196,9 @@ def run_row(spec: MethodSpec, metatest: bool, preset: Preset, data: DataBundle, 
     if recipe.pretrain != "none":
         payload = {**arch, "recipe": {k: asdict(recipe)[k] for k in ("pretrain", "pretrain_aux", "grad_loss")},
                    "cfg": preset.pretrain.model_dump(), "data": data.key, "seed": seed,
-                   "impl": 2}  # 2: the recipe's grad_loss switch is honoured (1 always applied L_G)
+                   # 2: the recipe's grad_loss switch is honoured (1 always applied L_G); 3: the meta
+                   # pass by a forward-mode product, channels-last on CPU (same maths, other rounding)
+                   "impl": 3}
         stages.append(("pretrain", payload, lambda ctx: pretrain(model, recipe, preset.pretrain, data.pretrain, ctx)))
         init = stable_hash(payload)
     if until == "finetune":

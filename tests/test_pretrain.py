@@ -1,6 +1,10 @@
-"""MAXL pre-training: the recipe's grad_loss switch really removes L_G from the mask's meta step."""
+"""MAXL pre-training: the recipe's grad_loss switch really removes L_G from the mask's meta step; the
+meta pass's gradient without a double backward equals the literal second-order graph."""
 import numpy as np
+import pytest
 import torch
+
+import bench.train.pretrain
 
 import methods
 from bench.config import PretrainConfig
@@ -8,7 +12,8 @@ from bench.data import Source
 from bench.data.base import ImagePair
 from bench.data.noise import noise_model
 from bench.train.context import TrainContext
-from bench.train.pretrain import pretrain
+from bench.perf.reference import naive_maxl_meta_backward
+from bench.train.pretrain import mask_meta_backward, pretrain
 
 
 def _mask_after_pretraining(grad_loss: bool):
@@ -27,3 +32,53 @@ def test_grad_loss_switch_changes_only_the_mask_step():
     mask_off, body_off = _mask_after_pretraining(False)
     assert not torch.equal(mask_on, mask_off)  # L_G entered the mask network's update
     assert torch.equal(body_on, body_off)  # the restorer's first (auxiliary) pass is the same
+
+
+def _meta_grads(fn, model, noisy, clean, **hp):
+    model.mask_net.zero_grad(set_to_none=True)
+    outer = fn(model.restorer, model.mask_net, noisy, clean, **hp)
+    return outer, {k: None if p.grad is None else p.grad.clone() for k, p in model.mask_net.named_parameters()}
+
+
+@pytest.mark.parametrize("use_mask,lambda_g", [(True, 0.01), (True, 0.0), (False, 0.5)])
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+def test_meta_pass_without_double_backward_equals_the_second_order_graph(use_mask, lambda_g, layout):
+    torch.manual_seed(1)
+    model = methods.create("ours", base=8, scale=4, mask_base=8)
+    with torch.no_grad():  # a trained-like mask, not ~0.5 everywhere
+        model.mask_net.out.weight.mul_(20)
+    noisy, clean = torch.rand(2, 3, 20, 20), torch.rand(2, 3, 20, 20)
+    hp = dict(inner_lr=0.3, use_mask=use_mask, lambda_g=lambda_g)  # a large α, so second-order terms matter
+    ref_outer, ref = _meta_grads(naive_maxl_meta_backward, model, noisy, clean, **hp)
+    if layout == "channels_last":
+        model = model.to(memory_format=torch.channels_last)
+        noisy, clean = (x.contiguous(memory_format=torch.channels_last) for x in (noisy, clean))
+    outer, got = _meta_grads(mask_meta_backward, model, noisy, clean, **hp)
+    assert outer == pytest.approx(ref_outer, rel=1e-5)
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert (ref[k] is None) == (got[k] is None), k
+        if ref[k] is not None:
+            assert ref[k].abs().max() > 0, k
+            torch.testing.assert_close(got[k], ref[k], rtol=1e-4, atol=1e-4 * ref[k].abs().max().item())
+
+
+def test_pretraining_runs_channels_last_on_cpu_and_hands_back_contiguous_weights(monkeypatch):
+    seen = []
+    real = bench.train.pretrain.mask_meta_backward
+
+    def spy(restorer, mask_net, noisy, clean, **kw):
+        seen.append((noisy.is_contiguous(memory_format=torch.channels_last),
+                     restorer.body.stem.weight.is_contiguous(memory_format=torch.channels_last)))
+        return real(restorer, mask_net, noisy, clean, **kw)
+
+    monkeypatch.setattr(bench.train.pretrain, "mask_meta_backward", spy)
+    torch.manual_seed(0)
+    model = methods.create("ours")
+    img = np.random.default_rng(0).random((24, 24, 3), dtype=np.float32)
+    source = Source([ImagePair("x", img)], [noise_model("synthetic-mix")])
+    cfg = PretrainConfig(epochs=1, steps_per_epoch=2, batch=2, patch=16)
+    ctx = TrainContext(device=torch.device("cpu"), rng=np.random.default_rng(0), quiet=True)
+    pretrain(model, methods.get("ours").recipe, cfg, source, ctx)
+    assert seen == [(True, True)] * 2
+    assert all(p.is_contiguous() for p in model.parameters())

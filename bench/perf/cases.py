@@ -17,7 +17,7 @@ from ..adapt import memory_layout, meta_test, mtl_loss, per_sample_mode, precisi
 from .harness import (CHECK_INNER_LR, CHECK_LR, META_LR, MTL_HP, OFFICIAL_LR, TOL_GRAD, TOL_IMAGE, TOL_PSNR_DB, Bench,
                       CaseResult, channels_last, cl, grads_of, rel_grad_err, sample_pair)
 from .measure import sync
-from .reference import naive_meta_test, naive_mtl_loss, official_meta_test
+from .reference import naive_maxl_meta_backward, naive_maxl_step, naive_meta_test, naive_mtl_loss, official_meta_test
 
 
 # --------------------------------------------------------------------------- cases
@@ -235,30 +235,53 @@ def case_batched(b: Bench) -> CaseResult:
 
 
 def case_maxl(b: Bench) -> CaseResult:
-    """(c) one MAXL step as `bench run` trains it: an auxiliary (Adam) step and a meta step (mask)."""
+    """(c) one MAXL step as `bench run` trains it (an auxiliary Adam step on θ1 and a meta step on
+    the mask), beside the plain step: NCHW, the meta gradient by a double backward."""
     from ..config import PretrainConfig
     from ..data import Source
     from ..data.base import ImagePair
     from ..train.context import TrainContext
-    from ..train.pretrain import pretrain
+    from ..train.pretrain import mask_meta_backward, pretrain
 
     cfg = b.cfg
     B, P = cfg.maxl_batch, cfg.maxl_patch
-    res = CaseResult("maxl", f"MAXL step (aux + meta pass), B={B}, {P}²", {"batch": B, "patch": P})
-    size = max(2 * P, 128)
-    pairs = []
-    for i in range(2):
-        noisy, clean = sample_pair(size, i, cfg.seed)
-        pairs.append(ImagePair(f"img{i}", clean, noisy))
-    source = Source(pairs)
     pcfg = PretrainConfig(epochs=1, steps_per_epoch=1, batch=B, patch=P)
+    res = CaseResult("maxl", f"MAXL step (aux + meta pass), B={B}, {P}²",
+                     {"batch": B, "patch": P, "inner_lr": pcfg.inner_lr, "lambda_g": pcfg.lambda_g},
+                     baselines=("naive",))
+    noisy, clean = b.patches(B, P)
+    hp = dict(inner_lr=pcfg.inner_lr, lambda_g=pcfg.lambda_g)
+    b.log("  checking the meta pass's mask gradients against the double backward")
+    ref_model = copy.deepcopy(b.model)
+    g_naive = _mask_grads(ref_model, lambda: naive_maxl_meta_backward(ref_model.restorer, ref_model.mask_net,
+                                                                     noisy, clean, **hp))
+    for name, (m, n, c) in {"NCHW": (ref_model, noisy, clean),
+                            "NHWC": (channels_last(ref_model), cl(noisy), cl(clean))}.items():
+        g = _mask_grads(m, lambda: mask_meta_backward(m.restorer, m.mask_net, n, c, **hp))
+        res.add_check(f"mask gradients: ours ({name}, JVP) vs double backward (rel. max err)",
+                      rel_grad_err(g, g_naive), TOL_GRAD)
+    pairs = [ImagePair(f"img{i}", c, n) for i, (n, c) in
+             enumerate(sample_pair(max(2 * P, 128), i, cfg.seed) for i in range(2))]
+    source = Source(pairs)
     model = copy.deepcopy(b.model)  # pre-training updates it in place
     recipe = methods.get("ours").recipe
     ctx = TrainContext(b.device, np.random.default_rng(cfg.seed), quiet=True)
-    res.notes.append("times bench.train.pretrain.pretrain for 1 epoch × 1 step: patch sampling + one "
-                     "auxiliary Adam step on θ1 + one meta step (look-ahead, Adam on θ2)")
-    b.time(res, {"ours (bench.train.pretrain)": lambda: pretrain(model, recipe, pcfg, source, ctx)})
+    naive = copy.deepcopy(b.model)
+    opts = (torch.optim.Adam(naive.restorer.parameters(), lr=pcfg.lr), torch.optim.Adam(naive.mask_net.parameters(), lr=pcfg.lr))
+    res.notes.append("ours times bench.train.pretrain.pretrain for 1 epoch × 1 step: patch sampling + one "
+                     "auxiliary Adam step on θ1 + one meta step (look-ahead, Adam on θ2); on CPU channels-last, "
+                     "the mask's meta gradient by one forward-mode product. naive: the same two steps on "
+                     "fixed patches, NCHW, the meta gradient by a double backward (the path before issue 20)")
+    b.time(res, {"ours (bench.train.pretrain)": lambda: pretrain(model, recipe, pcfg, source, ctx),
+                 "naive": lambda: naive_maxl_step(naive, opts, noisy, clean, **hp)})
     return res
+
+
+def _mask_grads(model: nn.Module, meta_backward: Callable[[], float]) -> dict[str, Tensor]:
+    """The mask network's gradients after one meta-pass backward (which fills ``.grad`` itself)."""
+    model.mask_net.zero_grad(set_to_none=True)
+    meta_backward()
+    return {k: p.grad.detach().clone() for k, p in model.mask_net.named_parameters() if p.grad is not None}
 
 
 def case_eval(b: Bench) -> CaseResult:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from ..adapt import Scope, inner_parameters
-from ..losses import aux_loss, l1
+from ..losses import aux_loss, gradient_loss, l1
 
 
 def naive_mtl_loss(model: nn.Module, noisy: Tensor, clean: Tensor, *, steps: int, inner_lr: float,
@@ -36,6 +36,40 @@ def naive_mtl_loss(model: nn.Module, noisy: Tensor, clean: Tensor, *, steps: int
             params = {k: v - inner_lr * g for (k, v), g in zip(params.items(), grads)}
         total = total + l1(functional_call(r, params, (n,))[0], c)
     return lambda_out * total
+
+
+def naive_maxl_meta_backward(restorer: nn.Module, mask_net: nn.Module, noisy: Tensor, clean: Tensor, *,
+                             inner_lr: float, use_mask: bool = True, lambda_g: float = 0.0) -> float:
+    """MAXL's meta pass literally (what ``bench.train.pretrain`` ran before issue 20): the look-ahead
+    step keeps its graph (``create_graph``) and the outer loss back-propagates through it, a double
+    backward, into ``mask_net``'s ``.grad``. Returns the outer loss."""
+    mask = mask_net(noisy)
+    params = dict(restorer.named_parameters())
+    pred, rec = restorer(noisy)
+    inner = l1(pred, clean) + aux_loss(rec, noisy, mask if use_mask else None)
+    grads = torch.autograd.grad(inner, list(params.values()), create_graph=True)
+    fast = {k: p - inner_lr * g for (k, p), g in zip(params.items(), grads)}
+    outer = l1(functional_call(restorer, fast, (noisy,))[0], clean)
+    if lambda_g:
+        outer = outer + lambda_g * gradient_loss(mask, noisy)
+    outer.backward(inputs=list(mask_net.parameters()))
+    return outer.item()
+
+
+def naive_maxl_step(model: nn.Module, opts: tuple[torch.optim.Optimizer, torch.optim.Optimizer], noisy: Tensor,
+                    clean: Tensor, *, inner_lr: float, lambda_g: float) -> None:
+    """One MAXL step the plain way, in the caller's layout: the auxiliary Adam step on θ1 (mask
+    fixed), then the double-backward meta step on θ2 (``naive_maxl_meta_backward``)."""
+    r, g, (opt1, opt2) = model.restorer, model.mask_net, opts
+    with torch.no_grad():
+        mask = g(noisy)
+    pred, rec = r(noisy)
+    opt1.zero_grad(set_to_none=True)
+    (l1(pred, clean) + aux_loss(rec, noisy, mask)).backward()
+    opt1.step()
+    opt2.zero_grad(set_to_none=True)
+    naive_maxl_meta_backward(r, g, noisy, clean, inner_lr=inner_lr, lambda_g=lambda_g)
+    opt2.step()
 
 
 def naive_meta_test(model: nn.Module, noisy: Tensor, *, steps: int, lr: float, scope: Scope = "heads",
