@@ -1,5 +1,7 @@
 """MAXL pre-training: the recipe's grad_loss switch really removes L_G from the mask's meta step; the
 meta pass's gradient without a double backward equals the literal second-order graph."""
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,8 @@ from bench.data import Source
 from bench.data.base import ImagePair
 from bench.data.noise import noise_model
 from bench.train.context import TrainContext
-from bench.perf.reference import naive_maxl_meta_backward
+from bench.losses import aux_loss, l1
+from bench.perf.reference import naive_maxl_meta_backward, naive_maxl_step
 from bench.train.pretrain import mask_meta_backward, pretrain
 
 
@@ -82,3 +85,40 @@ def test_pretraining_runs_channels_last_on_cpu_and_hands_back_contiguous_weights
     pretrain(model, methods.get("ours").recipe, cfg, source, ctx)
     assert seen == [(True, True)] * 2
     assert all(p.is_contiguous() for p in model.parameters())
+
+
+def test_maxl_steps_follow_the_double_backward_path_in_float64():
+    """Several whole MAXL steps (Adam on θ1, then the meta step on θ2), channels-last + JVP vs NCHW +
+    double backward: in float64 the weights stay equal, so the two paths are one algorithm and
+    float32's drift between them (README) is rounding amplified by training, not a different update."""
+    torch.manual_seed(0)
+    base = methods.create("ours", base=8, scale=4, mask_base=8).double()
+    gen = torch.Generator().manual_seed(0)
+    batches = [(torch.rand(2, 3, 16, 16, generator=gen, dtype=torch.float64),
+                torch.rand(2, 3, 16, 16, generator=gen, dtype=torch.float64)) for _ in range(6)]
+
+    def train(new: bool) -> torch.Tensor:
+        m = copy.deepcopy(base)
+        if new:
+            m = m.to(memory_format=torch.channels_last)
+        opt1, opt2 = torch.optim.Adam(m.restorer.parameters(), 1e-3), torch.optim.Adam(m.mask_net.parameters(), 1e-3)
+        for noisy, clean in batches:
+            if not new:
+                naive_maxl_step(m, (opt1, opt2), noisy, clean, inner_lr=0.1, lambda_g=0.01)
+                continue
+            noisy, clean = (x.contiguous(memory_format=torch.channels_last) for x in (noisy, clean))
+            opt1.zero_grad()
+            with torch.no_grad():
+                mask = m.mask_net(noisy)
+            pred, rec = m.restorer(noisy)
+            (l1(pred, clean) + aux_loss(rec, noisy, mask)).backward()
+            opt1.step()
+            opt2.zero_grad()
+            mask_meta_backward(m.restorer, m.mask_net, noisy, clean, inner_lr=0.1, lambda_g=0.01)
+            opt2.step()
+        return torch.cat([p.detach().flatten() for p in m.parameters()])
+
+    old, new = train(False), train(True)
+    assert not torch.equal(old, base_weights := torch.cat([p.detach().flatten() for p in base.parameters()]))
+    torch.testing.assert_close(new, old, rtol=1e-10, atol=1e-12)
+    assert (new - base_weights).abs().max() > 1e-4  # the steps moved the weights
