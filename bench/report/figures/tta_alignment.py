@@ -63,18 +63,24 @@ def compute(study: StudyRuns, data=None, models=None) -> Data:
 
 
 def draw(data: Data, folder: Path) -> list[Path]:
-    fig = new_figure(5.0, 3.4)
+    from matplotlib.lines import Line2D
+
+    fig = new_figure(5.0, 3.8)
     ax = fig.subplots()
     rows = list(dict.fromkeys(p.row for p in data.points))
     scenarios = list(dict.fromkeys(p.scenario for p in data.points))
     colors = {r: f"C{i % 10}" for i, r in enumerate(rows)}
     for p in data.points:
         ax.scatter(p.alignment, p.gain, s=10, color=colors[p.row], marker=MARKERS[scenarios.index(p.scenario) % 6],
-                   alpha=0.7, edgecolor="none", label=f"{p.row} · {p.scenario}")
+                   alpha=0.7, edgecolor="none")
     ax.axhline(0, color="0.4", lw=0.8)
     ax.axvline(0, color="0.4", lw=0.8)
     ax.set_xlabel("alignment cos(∇L_self, ∇L_pri) at step 0")
     ax.set_ylabel("gain over no adaptation [dB]")
-    ax.legend(frameon=False, fontsize=5, ncol=2)
+    # one key for colour (row) and one for marker (scenario), below the axes: rows × scenarios
+    # entries inside them covered the data
+    key = [Line2D([], [], ls="", marker="o", ms=4, color=colors[r], label=r) for r in rows]
+    key += [Line2D([], [], ls="", marker=MARKERS[i % 6], ms=4, color="0.35", label=s) for i, s in enumerate(scenarios)]
+    fig.legend(handles=key, loc="outside lower center", ncol=min(4, len(key)), frameon=False, fontsize=6)
     title(fig, f"TTA gain against alignment — {data.title}")
     return save(fig, folder, NAME)
