@@ -15,7 +15,7 @@ import methods
 
 from ..adapt import memory_layout, meta_test, mtl_loss, per_sample_mode, precision_context
 from .harness import (CHECK_INNER_LR, CHECK_LR, META_LR, MTL_HP, OFFICIAL_LR, TOL_GRAD, TOL_IMAGE, TOL_PSNR_DB, Bench,
-                      CaseResult, channels_last, cl, grads_of, rel_grad_err, sample_pair)
+                      CaseResult, channels_last, cl, grads_after, grads_of, rel_grad_err, sample_pair)
 from .measure import sync
 from .reference import naive_maxl_meta_backward, naive_maxl_step, naive_meta_test, naive_mtl_loss, official_meta_test
 
@@ -253,11 +253,11 @@ def case_maxl(b: Bench) -> CaseResult:
     hp = dict(inner_lr=pcfg.inner_lr, lambda_g=pcfg.lambda_g)
     b.log("  checking the meta pass's mask gradients against the double backward")
     ref_model = copy.deepcopy(b.model)
-    g_naive = _mask_grads(ref_model, lambda: naive_maxl_meta_backward(ref_model.restorer, ref_model.mask_net,
-                                                                     noisy, clean, **hp))
+    g_naive = grads_after(ref_model.mask_net, lambda: naive_maxl_meta_backward(ref_model.restorer,
+                                                                              ref_model.mask_net, noisy, clean, **hp))
     for name, (m, n, c) in {"NCHW": (ref_model, noisy, clean),
                             "NHWC": (channels_last(ref_model), cl(noisy), cl(clean))}.items():
-        g = _mask_grads(m, lambda: mask_meta_backward(m.restorer, m.mask_net, n, c, **hp))
+        g = grads_after(m.mask_net, lambda: mask_meta_backward(m.restorer, m.mask_net, n, c, **hp))
         res.add_check(f"mask gradients: ours ({name}, JVP) vs double backward (rel. max err)",
                       rel_grad_err(g, g_naive), TOL_GRAD)
     pairs = [ImagePair(f"img{i}", c, n) for i, (n, c) in
@@ -267,7 +267,8 @@ def case_maxl(b: Bench) -> CaseResult:
     recipe = methods.get("ours").recipe
     ctx = TrainContext(b.device, np.random.default_rng(cfg.seed), quiet=True)
     naive = copy.deepcopy(b.model)
-    opts = (torch.optim.Adam(naive.restorer.parameters(), lr=pcfg.lr), torch.optim.Adam(naive.mask_net.parameters(), lr=pcfg.lr))
+    opts = (torch.optim.Adam(naive.restorer.parameters(), lr=pcfg.lr),
+            torch.optim.Adam(naive.mask_net.parameters(), lr=pcfg.lr))
     res.notes.append("ours times bench.train.pretrain.pretrain for 1 epoch × 1 step: patch sampling + one "
                      "auxiliary Adam step on θ1 + one meta step (look-ahead, Adam on θ2); on CPU channels-last, "
                      "the mask's meta gradient by one forward-mode product. naive: the same two steps on "
@@ -275,13 +276,6 @@ def case_maxl(b: Bench) -> CaseResult:
     b.time(res, {"ours (bench.train.pretrain)": lambda: pretrain(model, recipe, pcfg, source, ctx),
                  "naive": lambda: naive_maxl_step(naive, opts, noisy, clean, **hp)})
     return res
-
-
-def _mask_grads(model: nn.Module, meta_backward: Callable[[], float]) -> dict[str, Tensor]:
-    """The mask network's gradients after one meta-pass backward (which fills ``.grad`` itself)."""
-    model.mask_net.zero_grad(set_to_none=True)
-    meta_backward()
-    return {k: p.grad.detach().clone() for k, p in model.mask_net.named_parameters() if p.grad is not None}
 
 
 def case_eval(b: Bench) -> CaseResult:

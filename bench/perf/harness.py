@@ -193,10 +193,16 @@ def rel_grad_err(fast: dict[str, Tensor], ref: dict[str, Tensor]) -> float:
     return err
 
 
+def grads_after(module: nn.Module, fill: Callable[[], Any]) -> dict[str, Tensor]:
+    """``module``'s parameter gradients after ``fill()`` (anything that back-propagates into them),
+    starting from none."""
+    module.zero_grad(set_to_none=True)
+    fill()
+    return {k: p.grad.detach().clone() for k, p in module.named_parameters() if p.grad is not None}
+
+
 def grads_of(model: nn.Module, loss_fn: Callable[[], Tensor]) -> dict[str, Tensor]:
-    model.zero_grad(set_to_none=True)
-    loss_fn().backward()
-    return {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
+    return grads_after(model, lambda: loss_fn().backward())
 
 
 def channels_last(model: nn.Module) -> nn.Module:

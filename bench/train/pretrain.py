@@ -117,12 +117,13 @@ def mask_meta_backward(restorer: nn.Module, mask_net: nn.Module, noisy: Tensor, 
     pred, rec = restorer(noisy)
     inner = l1(pred, clean) + aux_loss(rec, noisy, mask.detach() if use_mask else None)
     grads = torch.autograd.grad(inner, list(restorer.parameters()))
-    fast = {k: (params[k] - inner_lr * g).requires_grad_() for k, g in zip(params, grads)}
+    # without the mask in L_aux, θ⁺ does not depend on it: the look-ahead is only the logged loss
+    fast = {k: (params[k] - inner_lr * g).requires_grad_(use_mask) for k, g in zip(params, grads)}
     lp = l1(functional_call(restorer, fast, (noisy,))[0], clean)
-    v = torch.autograd.grad(lp, list(fast.values()), allow_unused=True)
-    outer, rec = lp.detach(), rec.detach()
-    surrogate = None
+    outer, surrogate = lp.detach(), None
     if use_mask:
+        v = torch.autograd.grad(lp, list(fast.values()), allow_unused=True)
+        rec = rec.detach()
         tangents = {k: g for k, g in zip(fast, v) if g is not None}
         fixed = {k: p for k, p in params.items() if k not in tangents}
         with torch.no_grad(), warnings.catch_warnings():
