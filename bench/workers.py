@@ -106,6 +106,9 @@ def _worker(fn: Callable[[], None], threads: int, parent: int) -> None:
     import sys
 
     _die_with_parent(parent)
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # the parent checked BENCH_MALLOC already
     import torch
 
     torch.set_num_threads(threads)

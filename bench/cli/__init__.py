@@ -10,6 +10,7 @@ import sys
 
 import typer
 
+from ..allocator import keep_freed_memory
 from ..datacli import data_app
 from ..errors import BenchError
 from .app import app, err_console
@@ -21,6 +22,7 @@ app.add_typer(data_app, name="data")
 def main(argv: list[str] | None = None) -> None:
     """Entry point: turns bad input into one line on stderr and exit code 2."""
     try:
+        keep_freed_memory()
         code = app(args=argv, standalone_mode=False)  # an Exit(n) inside a command comes back as n
         if isinstance(code, int) and code:
             sys.exit(code)
