@@ -20,6 +20,8 @@ import ctypes
 import os
 import sys
 
+from .errors import BenchError
+
 ENV = "BENCH_MALLOC"  # "keep" (the default) | "system"
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # mallopt parameters, <malloc.h>
 TRIM_AT = 2**31 - 1  # mallopt takes an int; a free heap top this large is trimmed, smaller ones kept
@@ -30,8 +32,6 @@ def keep_freed_memory(environ=os.environ) -> bool:
     whether it did. False where the C library is not glibc, off Linux, or with ``BENCH_MALLOC=system``."""
     setting = environ.get(ENV, "keep").lower()
     if setting not in ("keep", "system"):
-        from .errors import BenchError
-
         raise BenchError(f"{ENV}={setting!r}: expected keep or system")
     if setting == "system" or not sys.platform.startswith("linux"):
         return False

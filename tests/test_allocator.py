@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 from bench.allocator import keep_freed_memory
 from bench.errors import BenchError
 
-linux_glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or "glibc" not in os.confstr("CS_GNU_LIBC_VERSION"),
+linux_glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
                                  reason="glibc's mallopt and mallinfo2")
 
 # A 64 MiB tensor: glibc's default serves it by mmap (mallinfo2's hblkhd: bytes in mmap'd blocks),
