@@ -2,8 +2,8 @@
 
 How OpenMP threads wait is read once, when torch loads, so it is chosen here, before anything in
 bench imports torch. Spinning at barriers (OpenMP's default) is the fastest on an idle machine but
-made a training stage several times slower when another process held a core; passive waiting
-costs ~30 % on an idle machine (``python -m bench.perf.contention`` measures both). So by default
+slows a training stage down severalfold when another process holds a core; passive waiting costs
+some speed on an idle machine (``python -m bench.perf.contention`` measures both). So by default
 (``BENCH_OMP_WAIT=auto``) threads wait passively only if another process is running when bench
 starts (``/proc/loadavg``'s runnable count, three readings); ``passive`` and ``active`` force one
 way, and an ``OMP_WAIT_POLICY`` the user set wins. Results do not depend on it (same kernels, same
@@ -18,9 +18,9 @@ WAIT_ENV = "BENCH_OMP_WAIT"
 
 
 def machine_busy(readings: int = 3, read=None) -> bool:
-    """Whether another task is runnable right now (``bench.workers.runnable_others`` over a few
+    """Whether another task is runnable right now (``bench.runtime.workers.runnable_others`` over a few
     quick readings of /proc/loadavg); True where it cannot be read (the safe choice)."""
-    from .workers import runnable_others  # light: no torch
+    from bench.runtime.workers import runnable_others  # light: no torch
 
     others = runnable_others(samples=readings, interval=0.005, read=read)
     return others is None or others > 0
@@ -45,7 +45,7 @@ __all__ = ["Denoiser", "machine_busy", "wait_policy", "WAIT_ENV"]
 
 def __getattr__(name: str) -> Any:
     if name == "Denoiser":
-        from .denoise import Denoiser
+        from bench.inference.denoise import Denoiser
 
         return Denoiser
     raise AttributeError(f"module 'bench' has no attribute {name!r}")

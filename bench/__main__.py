@@ -1,5 +1,5 @@
 try:
-    from .cli import main
+    from bench.cli import main
 except KeyboardInterrupt:  # Ctrl-C while the command line loads: as quiet as afterwards
     raise SystemExit(130) from None
 

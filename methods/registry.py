@@ -59,10 +59,10 @@ class MethodSpec:
     arch: str = "ours"
     arch_kwargs: dict[str, Any] = field(default_factory=dict)
     # The memory layout its weights (and so its convolutions) use, in training, evaluation and any
-    # adaptation: channels_last where it measured faster on CPU (the supervised baselines: RIDNet
-    # and MIRNet training steps 1.2× / 1.15×, MIRNet evaluation 1.56×, `bench perf`-style timings in
-    # README). Ours stays contiguous: its meta-test must equal `bench.tta`'s and the Denoiser's
-    # bit for bit, and its MTL inner loop chooses its own layout (`bench.adapt.memory_layout`).
+    # adaptation: channels_last where it is faster on CPU (the supervised baselines: RIDNet's and
+    # MIRNet's training steps and MIRNet's evaluation; docs/results-log.md has the timings). Ours
+    # stays contiguous: its meta-test must equal `bench.adaptation`'s and the Denoiser's bit for bit,
+    # and its MTL inner loop chooses its own layout (`bench.adaptation.inner.memory_layout`).
     layout: Literal["contiguous", "channels_last"] = "contiguous"
 
     def create(self, **overrides: Any) -> nn.Module:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import methods
-from bench.adapt import meta_test, mtl_loss, per_sample_mode
+from bench.adaptation.inner import meta_test, mtl_loss, per_sample_mode
 from bench.perf.reference import naive_meta_test, naive_mtl_loss, official_meta_test  # the slow loops, one copy
 
 HP = dict(inner_lr=0.05, lambda_in=10.0, lambda_out=10.0)
@@ -91,7 +91,7 @@ def test_meta_test_trajectory_and_zero_steps(setup):
 def test_meta_test_iterates_are_meta_tests_parameters(setup):
     """Fig. 8 looks inside the adapted network through these iterates: each one's prediction is
     meta_test(trajectory=True)'s at that step."""
-    from bench.adapt import forward_with, meta_test_iterates
+    from bench.adaptation.inner import forward_with, meta_test_iterates
 
     model, noisy, _ = setup
     its, features, _ = meta_test_iterates(model, noisy[:1], steps=2, lr=0.05, optimizer="adam")

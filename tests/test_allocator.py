@@ -1,4 +1,4 @@
-"""bench.allocator: large blocks come from the heap that keeps freed memory; numbers unchanged."""
+"""bench.core.allocator: large blocks come from the heap that keeps freed memory; numbers unchanged."""
 from __future__ import annotations
 
 import os
@@ -8,8 +8,8 @@ import sys
 
 import pytest
 
-from bench.allocator import keep_freed_memory
-from bench.errors import BenchError
+from bench.core.allocator import keep_freed_memory
+from bench.core.errors import BenchError
 
 linux_glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
                                  reason="glibc's mallopt and mallinfo2")
@@ -18,7 +18,7 @@ linux_glibc = pytest.mark.skipif(not sys.platform.startswith("linux") or platfor
 # kept memory serves it from the heap. Then a seeded convolution stack on a seeded image, as hex.
 PROBE = """
 import ctypes, torch
-from bench.allocator import keep_freed_memory
+from bench.core.allocator import keep_freed_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in

@@ -11,9 +11,9 @@ import math
 import numpy as np
 import pytest
 
+from bench.core.errors import DataError
 from bench.data import camera
 from bench.data.camera import CameraParams, get_profile, simulate, synthetic_mix
-from bench.errors import DataError
 
 PROFILE_NAMES = sorted(camera.profiles())
 SHOT = 2e-3

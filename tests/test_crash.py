@@ -14,8 +14,8 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from bench import tags, tracking
-from bench.studies import open_storage
+from bench.runtime import tags, tracking
+from bench.studies.runner import open_storage
 
 ONE_ROW = "title: one\nreference_row: none\nrows:\n  - {name: a, method: ours, stage: pretrain}\n"
 # markup-like user strings: `bench run` must print them literally (and not crash after training)
@@ -145,7 +145,7 @@ def test_a_torn_journal_record_is_cut_back_with_one_line(tmp_path, capsys):
 def test_a_record_glued_to_a_torn_line_is_dropped_with_what_follows(tmp_path, capsys):
     journal = _journal_with_trials(tmp_path, 2)
     lines = journal.read_bytes().splitlines(keepends=True)
-    journal.write_bytes(b"".join(lines[:-2]) + lines[-2][:10] + lines[-1])  # what the old append did
+    journal.write_bytes(b"".join(lines[:-2]) + lines[-2][:10] + lines[-1])  # Optuna's next append, glued to the torn line
     open_storage(None, tmp_path)
     assert "1 line(s)" in one_line(capsys.readouterr().err)  # the partial record and the one glued to it
     assert journal.read_bytes() == b"".join(lines[:-2])
@@ -169,9 +169,9 @@ def test_mask_secret_masks_every_password_form(url, shown):
 
 
 def test_a_storage_password_never_reaches_the_error(tmp_path):
-    from bench.config import load_preset
-    from bench.studies import StudyRunner
-    from bench.studyspec import load_study
+    from bench.core.config import load_preset
+    from bench.studies.runner import StudyRunner
+    from bench.studies.plan import load_study
 
     name, spec = load_study("table2")
     for url in ("postgresql://u:secret@x@127.0.0.1:1/db", "postgresql://127.0.0.1:1/db?password=secret"):
@@ -272,7 +272,7 @@ def test_stale_temp_files_of_dead_processes_are_removed_at_the_next_start(tmp_pa
     live = home / "cache" / f"finetune-0123.pt.tmp{os.getpid()}"  # a live writer's file is left alone
     for p in (*stale, live):
         p.write_bytes(b"x")
-    from bench.pipeline import StageCache
+    from bench.training.stages import StageCache
 
     tracking.setup(home)  # what every `bench run` start does
     StageCache(home / "cache")

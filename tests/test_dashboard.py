@@ -5,10 +5,10 @@ import subprocess
 
 import optuna
 import pytest
+from tools import ARTIFACTS, free_port, headless_chromium, http_get, need_tool, run_browser, wait_until_up
 
 from bench.cli import main
-from bench.studies import open_storage
-from tools import ARTIFACTS, free_port, headless_chromium, http_get, need_tool, run_browser, wait_until_up
+from bench.studies.runner import open_storage
 
 pytestmark = pytest.mark.slow
 

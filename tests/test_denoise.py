@@ -17,12 +17,12 @@ from PIL import Image
 import bench
 import methods
 from bench.cli import main
-from bench.config import load_preset
+from bench.core.config import load_preset
+from bench.core.errors import DataError
 from bench.data import load_data
 from bench.data.photos import export_pairs, read_photo
-from bench.errors import DataError
-from bench.denoise import Denoiser
-from bench.tiling import ALIGN, Blender, plan
+from bench.inference.denoise import Denoiser
+from bench.inference.tiling import ALIGN, Blender, plan
 
 STUDY = """\
 title: "Ours with and without meta-test (denoise tests)"
@@ -119,7 +119,7 @@ def test_run_id_and_checkpoint_give_the_same_model(trained, exported, tmp_path, 
     without = parents["Ours without meta-test"].info.run_id
     # a row evaluated without meta-test defaults to K = 0
     den = bench.Denoiser.from_run(without, home=trained["home"], device="cpu")
-    assert den.metatest.steps == 0 and den.arch == "ours"
+    assert den.entry.steps == 0 and den.entry.name == "alg3" and den.arch == "ours"
     code, text, err = run_cli("denoise", noisy, "--model", parents["Ours with meta-test"].info.run_id,
                               "--home", trained["home"], "--out", tmp_path / "a", "--adapt-steps", "3", "--lr", "1e-3")
     assert code == 0, err
@@ -191,7 +191,7 @@ def test_tiled_output_has_no_seams(denoiser):
 
 
 def test_auto_tile_follows_the_memory_budget(denoiser):
-    den = Denoiser(denoiser.model, denoiser.recipe, denoiser.metatest, denoiser.arch, budget_gib=0.05)
+    den = Denoiser(denoiser.model, denoiser.recipe, denoiser.entry, denoiser.arch, budget_gib=0.05)
     assert den.auto_tile(64, 64, adapting=True) == 0  # fits: whole image, exactly the study's path
     size = den.auto_tile(3000, 2000, adapting=True)
     assert size % ALIGN == 0 and size * size * den.bytes_per_pixel(True) <= 0.05 * 2**30
@@ -204,7 +204,7 @@ def test_a_3000x2000_photo_denoises_on_cpu_within_24_gib(trained, tmp_path):
     """Peak resident memory of a fresh process that denoises 3000×2000 with K=5, one adaptation per image."""
     script = textwrap.dedent(f"""
         import numpy as np, time
-        from bench.denoise import Denoiser
+        from bench.inference.denoise import Denoiser
         den = Denoiser.from_checkpoint({str(trained['checkpoint'])!r}, device="cpu")
         rng = np.random.default_rng(0)
         img = rng.random((2000, 3000, 3), dtype=np.float32)
@@ -251,7 +251,7 @@ def test_layouts_and_bit_depths_are_kept(trained, tmp_path, run_cli):
     da = read_photo(out / "deepalpha.png")
     # Pillow reads 16-bit colour PNGs at 8 bits (bench.data.io), so the kept alpha is 0.5 to 1/255
     assert da.bits == 16 and da.alpha is not None and np.allclose(da.alpha, 0.5, atol=1 / 255)
-    k = Denoiser.from_checkpoint(trained["checkpoint"]).metatest.steps
+    k = Denoiser.from_checkpoint(trained["checkpoint"]).entry.steps
     assert sorted(p.name for p in (out / "deep.steps").iterdir()) == [f"step_{s}.png" for s in range(k + 1)]
     assert Image.open(out / "deep.mask.png").size == (44, 36)
 
@@ -344,27 +344,6 @@ def test_a_file_that_fails_alone_is_one_line_and_the_batch_goes_on(trained, tmp_
     assert "1 image(s) in" in text and "2 file(s) failed" in text
     with pytest.raises(DataError, match="expected at least 4 px"):  # the Python API too
         Denoiser.from_checkpoint(trained["checkpoint"], device="cpu")(np.zeros((2, 9, 3), np.uint8))
-
-
-def test_joint_adaptation_on_one_tile_equals_meta_test(denoiser):
-    """The joint (tiled) adaptation runs on adapt.py's gradient and update: on one tile covering the
-    image it is Alg. 3 itself, for SGD and the official Adam."""
-    from bench import tiled
-    from bench.adapt import meta_test
-    from bench.tiling import Tile
-
-    x = torch.from_numpy(noisy_photo(36, 44)).permute(2, 0, 1)[None]
-    for optimizer, lr in (("sgd", 1e-2), ("adam", 1e-3)):
-        mt = denoiser.metatest.model_copy(update={"steps": 3, "lr": lr, "optimizer": optimizer})
-        job = tiled.Job(denoiser.model, denoiser.recipe, mt, torch.device("cpu"), before=True, trajectory=True)
-        got = tiled.joint(job, x, [Tile(0, 36, 0, 44)], overlap=0, cache_bytes=2**30)
-        ref = meta_test(denoiser.model, x, steps=3, lr=lr, scope=denoiser.recipe.inner_scope,
-                        aux=denoiser.recipe.aux_loss, optimizer=optimizer, trajectory=True)[:, 0]
-        assert len(got["steps"]) == 4
-        for s in range(4):
-            torch.testing.assert_close(got["steps"][s], ref[s], rtol=0, atol=1e-6)
-        torch.testing.assert_close(got["after"], ref[-1], rtol=0, atol=1e-6)
-        assert (ref[-1] - ref[0]).abs().max() > 1e-4  # the steps moved the prediction: the check can fail
 
 
 @pytest.mark.parametrize("bits", [8, 16])

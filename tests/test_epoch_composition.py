@@ -7,17 +7,18 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from test_paper_data import write_paper_tree
 
 import methods
 from bench.cli import main
-from bench.config import FinetuneConfig, MetaTestConfig, load_preset
+from bench.adaptation.registry import from_metatest
+from bench.core.config import FinetuneConfig, MetaTestConfig, load_preset
 from bench.data import PatchSampler, Source
 from bench.data.base import ImagePair
 from bench.data.paper import load_paper_data, split_heldout
 from bench.data.real import load_polyu, load_sidd_small
-from bench.train.context import TrainContext
-from bench.train.mtl import finetune_mtl
-from test_paper_data import write_paper_tree
+from bench.training.context import TrainContext
+from bench.training.mtl import finetune_mtl
 
 
 def _pairs(n: int, size: int = 8) -> list[ImagePair]:
@@ -148,7 +149,7 @@ def _mtl(source: Source, epochs: int, resume: dict | None = None, seed: int = 0)
     val = [ImagePair("v", *(np.random.default_rng(9).random((2, 16, 16, 3), dtype=np.float32)))]
     ctx = TrainContext(device=torch.device("cpu"), rng=np.random.default_rng(seed), quiet=True,
                        save_state=lambda s: saved.append(copy.deepcopy(s)), resume=resume)
-    finetune_mtl(model, methods.get("ours").recipe, cfg, MetaTestConfig(steps=1), source, val, ctx)
+    finetune_mtl(model, methods.get("ours").recipe, cfg, from_metatest(MetaTestConfig(steps=1)), source, val, ctx)
     return model.state_dict(), saved
 
 

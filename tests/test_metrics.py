@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from bench.metrics import image_metrics, quantize
+from bench.core.metrics import image_metrics, quantize
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import scipy.io
 from PIL import Image
 
 from bench.cli import main
-from bench.data.paper import split_heldout
 from bench.data.base import ImagePair
+from bench.data.paper import split_heldout
 
 RNG = np.random.default_rng(5)
 SIZE = (40, 52)

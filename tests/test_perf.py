@@ -5,9 +5,9 @@ import pytest
 import torch
 
 import methods
-from bench.adapt import meta_test, per_sample_mode
+from bench.adaptation.inner import meta_test, per_sample_mode
 from bench.cli import main
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.perf import measure, memmodel
 
 
@@ -23,7 +23,7 @@ def _keep_threads():
 
 
 def test_per_sample_mode_is_scoped_and_validated():
-    import bench.adapt as adapt
+    import bench.adaptation.inner as adapt
 
     with per_sample_mode("vmap"):
         assert adapt._per_sample_mode.value == "vmap"
@@ -54,7 +54,7 @@ def test_fp32_is_the_default_and_bf16_is_opt_in_on_cpu():
 
 
 def test_fp16_loss_scale_keeps_gradients_in_range():
-    from bench.adapt import fp16_loss_scale
+    from bench.adaptation.inner import fp16_loss_scale
 
     for size in (64, 1024, 2048):
         s = fp16_loss_scale(torch.zeros(1, 3, size, size))

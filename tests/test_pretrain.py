@@ -6,17 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-import bench.train.pretrain
-
+import bench.training.pretrain
 import methods
-from bench.config import PretrainConfig
+from bench.core.config import PretrainConfig
+from bench.core.losses import aux_loss, l1
 from bench.data import Source
 from bench.data.base import ImagePair
 from bench.data.noise import noise_model
-from bench.train.context import TrainContext
-from bench.losses import aux_loss, l1
 from bench.perf.reference import naive_maxl_meta_backward, naive_maxl_step
-from bench.train.pretrain import mask_meta_backward, pretrain
+from bench.training.context import TrainContext
+from bench.training.pretrain import mask_meta_backward, pretrain
 
 
 def _mask_after_pretraining(grad_loss: bool):
@@ -68,14 +67,14 @@ def test_meta_pass_without_double_backward_equals_the_second_order_graph(use_mas
 
 def test_pretraining_runs_channels_last_on_cpu_and_hands_back_contiguous_weights(monkeypatch):
     seen = []
-    real = bench.train.pretrain.mask_meta_backward
+    real = bench.training.pretrain.mask_meta_backward
 
     def spy(restorer, mask_net, noisy, clean, **kw):
         seen.append((noisy.is_contiguous(memory_format=torch.channels_last),
                      restorer.body.stem.weight.is_contiguous(memory_format=torch.channels_last)))
         return real(restorer, mask_net, noisy, clean, **kw)
 
-    monkeypatch.setattr(bench.train.pretrain, "mask_meta_backward", spy)
+    monkeypatch.setattr(bench.training.pretrain, "mask_meta_backward", spy)
     torch.manual_seed(0)
     model = methods.create("ours")
     img = np.random.default_rng(0).random((24, 24, 3), dtype=np.float32)

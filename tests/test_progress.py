@@ -9,7 +9,7 @@ import sys
 import pytest
 from rich.console import Console
 
-from bench.progress import duration, stage_progress
+from bench.core.progress import duration, stage_progress
 
 LINE = re.compile(r"^\[\d\d:\d\d:\d\d\] (?P<desc>.+): (?P<text>(?:start|epoch|step|done|stopped) .*)$")
 

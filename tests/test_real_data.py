@@ -10,9 +10,9 @@ import pytest
 import scipy.io
 from PIL import Image
 
+from bench.core.errors import DataError
 from bench.data import real
 from bench.data.io import image_size, read_image, write_png
-from bench.errors import DataError
 
 RNG = np.random.default_rng(0)
 

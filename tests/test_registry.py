@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import methods
-from bench.adapt import meta_test
+from bench.adaptation.inner import meta_test
 
 # Parameter counts from docs/design.md §1 and §4 (restorer, mask network when the recipe uses one).
 EXPECTED = {"ours": (603_360, 56_449), "chi": (620_928, 0), "ridnet": (1_499_347, 0), "mirnet": (31_787_419, 0)}

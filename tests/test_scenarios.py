@@ -6,10 +6,18 @@ import zlib
 import numpy as np
 import pytest
 
+from bench.core.errors import ConfigError
 from bench.data import camera
-from bench.data.scenarios import (Scenario, chosen_tiles, get_scenario, grid, instance_count, instances,
-                                  load_scenarios, shift_strength)
-from bench.errors import ConfigError
+from bench.data.scenarios import (
+    Scenario,
+    chosen_tiles,
+    get_scenario,
+    grid,
+    instance_count,
+    instances,
+    load_scenarios,
+    shift_strength,
+)
 
 SEED = 20240101
 
@@ -35,7 +43,7 @@ def test_defaults_define_the_control_the_camera_shift_and_a_strong_shift():
 
 @pytest.mark.parametrize("name", sorted(load_scenarios()))
 def test_every_default_scenario_has_at_least_64_paired_instances(name):
-    from bench.config import load_preset
+    from bench.core.config import load_preset
     from bench.data.scenarios import sized
 
     sc = get_scenario(name)

@@ -1,5 +1,5 @@
-"""Issue 20's fast paths equal today's path: the channels-last layout of the inner loops, passive
-OpenMP waiting set before torch loads, the thread choice, batched evaluation."""
+"""The fast paths equal the plain ones: the channels-last layout of the inner loops (and of the
+baselines), passive OpenMP waiting set before torch loads, the thread choice, batched evaluation."""
 import os
 import subprocess
 import sys
@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import methods
-from bench.adapt import memory_layout, meta_test, mtl_loss
+from bench.adaptation.inner import memory_layout, meta_test, mtl_loss
 
 HP = dict(inner_lr=0.05, lambda_in=10.0, lambda_out=10.0)
 
@@ -40,7 +40,7 @@ def test_channels_last_meta_test_equals_todays_layout(setup, optimizer):
     moved = (ref[-1] - ref[0]).abs().max().item()
     assert moved > 1e-3  # the adaptation changes the output far beyond the tolerance below
     assert (out - ref).abs().max().item() <= 1e-5
-    with memory_layout("auto"):  # meta-test's auto keeps the caller's layout: bit for bit today's path
+    with memory_layout("auto"):  # meta-test's auto keeps the caller's layout: bit for bit the NCHW path
         assert torch.equal(meta_test(model, noisy, **kw), ref)
 
 
@@ -110,7 +110,7 @@ def test_openmp_waits_passively_on_a_busy_machine_unless_told_otherwise():
 
 
 def test_vmap_runs_in_nchw_even_when_channels_last_is_asked(setup):
-    from bench.adapt import per_sample_mode
+    from bench.adaptation.inner import per_sample_mode
 
     model, noisy, clean = setup
     kw = dict(steps=2, **HP)
@@ -123,7 +123,7 @@ def test_vmap_runs_in_nchw_even_when_channels_last_is_asked(setup):
 
 
 def test_free_threads_from_fake_loads():
-    from bench.workers import free_threads
+    from bench.runtime.workers import free_threads
 
     assert free_threads(2, 0.0) == 2  # idle machine: every core
     assert free_threads(2, 1.0) == 1  # one busy process beside us
@@ -133,7 +133,7 @@ def test_free_threads_from_fake_loads():
 
 
 def test_runnable_others_reads_the_instant_count_less_itself():
-    from bench.workers import runnable_others
+    from bench.runtime.workers import runnable_others
 
     lines = iter(["0.50 0.40 0.30 3/200 99", "9.00 9.00 9.00 1/200 99", "0.1 0.1 0.1 3/201 99"])
     assert runnable_others(samples=3, interval=0, read=lambda: next(lines)) == 2.0  # median of 2, 0, 2
@@ -141,7 +141,7 @@ def test_runnable_others_reads_the_instant_count_less_itself():
 
 
 def test_stage_threads_only_with_bench_threads_auto(monkeypatch):
-    from bench import workers
+    from bench.runtime import workers
 
     before = torch.get_num_threads()
     monkeypatch.delenv("BENCH_THREADS", raising=False)
@@ -153,42 +153,6 @@ def test_stage_threads_only_with_bench_threads_auto(monkeypatch):
         assert workers.stage_threads() == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
-
-
-def test_batches_group_equal_sizes_within_the_pixel_budget():
-    from bench.evaluate import batches
-
-    shapes = [(4, 4, 3), (2, 2, 3), (4, 4, 3), (4, 4, 3), (2, 2, 3)]
-    assert batches(shapes, max_pixels=32) == [[0, 2], [3], [1, 4]]
-    assert batches(shapes, max_pixels=0) == [[0], [2], [3], [1], [4]]
-    assert batches(shapes, max_pixels=1) == [[0], [2], [3], [1], [4]]  # one image even over budget
-
-
-@pytest.mark.parametrize("metatest", [True, False])
-def test_batched_evaluation_equals_one_image_at_a_time(metatest):
-    import numpy as np
-
-    from bench.config import MetaTestConfig
-    from bench.data.base import ImagePair
-    from bench.evaluate import evaluate
-
-    torch.manual_seed(5)
-    model = methods.create("ours")
-    rng = np.random.default_rng(0)
-    pairs = []
-    for i, (h, w) in enumerate([(16, 12), (12, 16), (16, 12), (16, 12)]):
-        clean = rng.random((h, w, 3), dtype=np.float32)
-        pairs.append(ImagePair(f"im{i}", clean, np.clip(clean + 0.1 * rng.standard_normal((h, w, 3)), 0, 1)
-                               .astype(np.float32)))
-    recipe, mt = methods.get("ours").recipe, MetaTestConfig(steps=2, lr=1e-2)
-    seen = []
-    one = evaluate(model, recipe, pairs, mt, metatest, torch.device("cpu"), batch_pixels=0)
-    batched = evaluate(model, recipe, pairs, mt, metatest, torch.device("cpu"), progress=lambda: seen.append(1))
-    assert [r["image"] for r in batched] == [p.name for p in pairs] and len(seen) == 4
-    for a, b in zip(one, batched):
-        for k in ("psnr", "ssim", "ssim_gauss"):
-            assert abs(a[k] - b[k]) <= 1e-9, (a["image"], k, a[k], b[k])
-
 
 
 @pytest.mark.parametrize("name", ["ridnet", "mirnet"])
@@ -213,8 +177,8 @@ def test_baselines_run_channels_last_and_agree_with_todays_layout(name):
         assert (grads[0][k] - g).abs().max().item() <= 1e-5 * max(1.0, g.abs().max().item()), k
     assert methods.get(name).describe()["layout"] == "channels_last" and methods.get("ours").layout == "contiguous"
 
-# Issue 20: `bench run <unknown study>` must answer before the heavy libraries load: the CLI is
-# light, and the study lookup lives in bench/studyspec.py, which imports none of them at the top.
+# `bench run <unknown study>` must answer before the heavy libraries load: the CLI is
+# light, and the study lookup lives in bench/studies/spec.py, which imports none of them at the top.
 IMPORT_CHECK = """
 import sys
 from bench.cli import main

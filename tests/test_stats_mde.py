@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.metrics import psnr_float
+from bench.core.metrics import psnr_float
 from bench.report.stats import mde, paired_test
-
 
 # diffs (dB) 0.01 … 0.05: n = 5, sd(ddof=1) = sqrt(2.5e-4) = 0.0158114, sd / sqrt(5) = 0.00707107.
 DIFFS = [0.01, 0.02, 0.03, 0.04, 0.05]

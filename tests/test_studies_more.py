@@ -13,11 +13,11 @@ import torch
 import yaml
 from mlflow.tracking import MlflowClient
 
-from bench.ablate import ablation_study
 from bench.cli import main
-from bench.config import load_preset
-from bench.errors import ConfigError
-from bench.tune import Param, Tuner, write_best
+from bench.core.config import load_preset
+from bench.core.errors import ConfigError
+from bench.studies.ablate import ablation_study
+from bench.studies.tune import Param, Tuner, write_best
 
 
 def test_ablation_rows_are_one_field_overrides_of_the_base():
@@ -67,7 +67,7 @@ def test_tune_prunes_a_bad_trial_and_writes_a_runnable_study(tmp_path, capsys):
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     rerun = client.get_run(trial.user_attrs["mlflow_run_id"])
     assert rerun.data.metrics["val/psnr"] == pytest.approx(study.best_value, abs=1e-9)
-    assert not (Path(__file__).parent.parent / "bench" / "studyfiles" / "tuned-ours.yaml").exists()
+    assert not (Path(__file__).parent.parent / "studies" / "tuned-ours.yaml").exists()
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()
                                if e.name.startswith("tune-")])
     assert any(r.info.status == "KILLED" for r in runs)  # the pruned trial is not left RUNNING
@@ -76,8 +76,8 @@ def test_tune_prunes_a_bad_trial_and_writes_a_runnable_study(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_tune_gain_scores_alg3_on_validation_against_no_adaptation(tmp_path, capsys):
-    from bench.studyspec import load_study
-    from bench.tune import reference_value
+    from bench.studies.plan import load_study
+    from bench.studies.tune import reference_value
 
     preset = load_preset("smoke")
     tuner = Tuner("ours", "smoke", preset, 0, tmp_path, quiet=True, target="gain")
@@ -202,7 +202,7 @@ def test_a_diverging_row_fails_and_the_others_finish(tmp_path, capsys):
 
 
 def test_a_nan_injected_into_one_row_fails_it_and_a_rerun_does_not_retry_it(tmp_path, capsys, monkeypatch):
-    import bench.train.mtl as mtl
+    import bench.training.mtl as mtl
 
     real = mtl.mtl_loss
 
@@ -237,8 +237,8 @@ def test_a_nan_injected_into_one_row_fails_it_and_a_rerun_does_not_retry_it(tmp_
 
 
 def test_a_nan_gradient_is_caught_at_the_end_of_its_epoch():
-    from bench.errors import DivergenceError
-    from bench.train.loop import check_weights
+    from bench.core.errors import DivergenceError
+    from bench.training.loop import check_weights
 
     model = torch.nn.Linear(2, 2)
     check_weights(model, "finetune", 1)
@@ -249,8 +249,8 @@ def test_a_nan_gradient_is_caught_at_the_end_of_its_epoch():
 
 
 def test_rows_reusing_stages_are_queued_after_the_rows_that_train(tmp_path):
-    from bench.studies import StudyRunner
-    from bench.studyspec import StudySpec
+    from bench.studies.runner import StudyRunner
+    from bench.studies.spec import StudySpec
 
     spec = StudySpec.model_validate({"title": "t", "rows": [
         {"name": "A", "method": "ours", "metatest": False}, {"name": "A'", "method": "ours", "metatest": True},

@@ -6,7 +6,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from tools import need_tool
 
 ROOT = Path(__file__).resolve().parent.parent

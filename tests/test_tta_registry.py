@@ -2,8 +2,8 @@
 import pytest
 
 import methods
-from bench.errors import ConfigError
-from bench.tta import registry as R
+from bench.adaptation import registry as R
+from bench.core.errors import ConfigError
 
 
 def test_required_entries_with_their_published_values():

@@ -6,12 +6,12 @@ import pytest
 import torch
 
 import methods
-from bench.adapt import meta_test
-from bench.errors import ConfigError
-from bench.losses import l1
-from bench.tta import registry as R
-from bench.metrics import psnr_float
-from bench.tta.run import adapt_image
+from bench.adaptation import registry as R
+from bench.adaptation.inner import meta_test
+from bench.adaptation.run import adapt_image
+from bench.core.errors import ConfigError
+from bench.core.losses import l1
+from bench.core.metrics import psnr_float
 
 K = 3
 # Test budgets: K steps each, and where the published lr moves a random tiny model too little to see

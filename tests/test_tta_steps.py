@@ -1,12 +1,11 @@
-"""bench.adapt.run_steps: the one update loop of every learned adaptation, and its lr schedule."""
+"""bench.adaptation.inner.run_steps: the one update loop of every learned adaptation, and its lr schedule."""
 import pytest
 import torch
 from torch.func import functional_call
 
 import methods
-from bench.adapt import inner_parameters, iterates
-from bench.losses import aux_loss
-from bench.adapt import lr_at, run_steps
+from bench.adaptation.inner import inner_parameters, iterates, lr_at, run_steps
+from bench.core.losses import aux_loss
 
 
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0.05), ("adam", 1e-3)])

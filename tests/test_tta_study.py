@@ -10,15 +10,16 @@ import scipy.stats as sps
 import torch
 
 import methods
-from bench.config import load_preset
+from bench.adaptation import registry as R
+from bench.adaptation.evaluate import MAX_STEP_COLUMNS, Target, evaluate, step_columns
+from bench.adaptation.run import adapt_image
+from bench.core.config import load_preset
+from bench.core.metrics import psnr_float
 from bench.data.base import ImagePair
-from bench.metrics import psnr_float
 from bench.report.runs import melt
 from bench.report.tta import paired_gain, tta_records
-from bench.studyspec import StudySpec, check_study, load_study, row_adaptation
-from bench.tta import registry as R
-from bench.tta.evaluate import MAX_STEP_COLUMNS, Target, evaluate_entry, row_entry, step_columns
-from bench.tta.run import adapt_image
+from bench.studies.plan import load_study, plan_row, row_entry
+from bench.studies.spec import StudySpec
 
 
 def write(tmp_path, text, name="s.yaml"):
@@ -61,8 +62,10 @@ def test_row_entries_follow_entry_budget_metatest_and_row_in_that_order():
     assert row_entry("alg3", "ours", quick, {"lr": 1e-3}, "metatest").lr == 1e-3
     _, tta = load_study("tta")
     assert tta.is_tta and {r.adapt for r in tta.rows} >= set(R.names())  # every entry is a row
-    assert row_adaptation(StudySpec(title="t", rows=[{"name": "a", "method": "ours"}]),
-                          StudySpec(title="t", rows=[{"name": "a", "method": "ours"}]).rows[0], quick) is None
+    # a plain study's row scored with meta-test runs the preset's meta-test entry: the alg3 row above
+    plain = StudySpec(title="t", rows=[{"name": "a", "method": "ours"}])
+    assert plan_row(plain, plain.rows[0], quick).entry == tuned
+    assert plan_row(plain, plain.rows[0].model_copy(update={"metatest": False}), quick).entry.name == "none"
 
 
 def test_step_columns_are_subsampled_and_named_by_step():
@@ -92,9 +95,9 @@ def test_every_row_leaves_the_weights_bit_identical(tiny, name):
     model, pairs = tiny
     entry = R.get(name).with_(steps=2, lr=1e-2) if R.get(name).learns else R.get(name)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    rows = evaluate_entry(model, entry, [Target("test", "s", pairs[:1])], torch.device("cpu"))
+    rows = evaluate(model, entry, [Target("test", "s", pairs[:1])], torch.device("cpu"))
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert model.training  # left as it was found (evaluate_entry restores train mode)
+    assert model.training  # left as it was found (evaluate restores train mode)
     assert {"psnr", "psnr_float", "seconds", "updates", "scenario"} <= set(rows[0])
 
 
@@ -104,7 +107,7 @@ def test_the_unquantized_paired_difference_is_the_float_psnr_difference(tiny):
     t = [Target("test", "s", pairs)]
     wide = []
     for row, entry in (("none", R.get("none")), ("alg3", alg3)):
-        for r in evaluate_entry(model, entry, t, torch.device("cpu")):
+        for r in evaluate(model, entry, t, torch.device("cpu")):
             wide.append({"study": "x", "row": row, "method": "ours", "seed": 0, **r})
     tidy = melt(pd.DataFrame(wide))
     g = paired_gain(tidy, "alg3", "none", "test", "s", "psnr_float")
@@ -160,8 +163,8 @@ def test_adaptations_json_lists_every_entry(run_cli):
 def test_denoise_refuses_the_oracle_and_impossible_pairings(tmp_path, run_cli):
     code, _, err = run_cli("denoise", tmp_path / "x.png", "--adapt", "oracle")
     assert code == 2 and "evaluation-only" in err and len(err.strip().splitlines()) == 1
-    from bench.denoise import Denoiser
-    from bench.errors import ConfigError
+    from bench.core.errors import ConfigError
+    from bench.inference.denoise import Denoiser
 
     with pytest.raises(ConfigError, match="cannot run on method"):
         Denoiser(methods.create("ridnet", n_feats=16, n_blocks=1), methods.get("ridnet").recipe,
@@ -169,7 +172,7 @@ def test_denoise_refuses_the_oracle_and_impossible_pairings(tmp_path, run_cli):
 
 
 def test_denoiser_runs_an_entry_on_the_whole_image(tiny):
-    from bench.denoise import Denoiser
+    from bench.inference.denoise import Denoiser
 
     model, pairs = tiny
     den = Denoiser(model, methods.get("ours").recipe, entry=R.get("lan-offset").with_(steps=2))
@@ -257,7 +260,7 @@ def _gain_by_hand(model, entry, pairs):
     ("official", {"lr": [1e-3, 1e-2], "steps": [2, 3]}),  # the prediction after K − 1 updates
 ])
 def test_select_reads_every_candidate_off_the_longest_run_and_keeps_the_best(tiny, name, grid):
-    from bench.tta.select import choose
+    from bench.adaptation.select import choose
 
     model, pairs = tiny
     entry = R.get(name)
@@ -273,8 +276,8 @@ def test_select_reads_every_candidate_off_the_longest_run_and_keeps_the_best(tin
 
 
 def test_select_grids_are_checked():
-    from bench.errors import ConfigError
-    from bench.tta.select import candidates
+    from bench.adaptation.select import candidates
+    from bench.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match="cannot be chosen"):
         candidates(R.get("alg3"), {"beta": [1]})
@@ -295,8 +298,7 @@ def test_a_bad_select_grid_in_a_study_file_is_one_line(tmp_path, run_cli):
 
 
 def test_tta_budgets_and_the_official_variant_are_set_from_the_command_line(tiny):
-    from bench.config import MetaTestConfig
-    from bench.evaluate import predict
+    from bench.core.config import MetaTestConfig
 
     p = load_preset("quick", ["tta.budgets.zs-n2n.steps=7", "tta.budgets.lan-offset.lr=1e-4"])
     assert p.tta.budgets["zs-n2n"] == {"steps": 7, "halve_lr_at": 75} and p.tta.budgets["lan-offset"] == {"lr": 1e-4}
@@ -310,9 +312,8 @@ def test_tta_budgets_and_the_official_variant_are_set_from_the_command_line(tiny
     model.eval()
     noisy = torch.from_numpy(pairs[0].noisy).permute(2, 0, 1)[None]
     mt = MetaTestConfig(steps=3, lr=1e-3, optimizer="adam", variant="official")
-    recipe = methods.get("ours").recipe
-    got = predict(model, noisy, recipe, mt, True)
-    want = adapt_image(R.get("official").with_(steps=3, lr=1e-3, optimizer="adam"), model, noisy).prediction
-    alg3 = predict(model, noisy, recipe, mt.model_copy(update={"variant": "alg3"}), True)
+    assert R.from_metatest(mt) == R.get("official").with_(steps=3, lr=1e-3, optimizer="adam")
+    got = adapt_image(R.from_metatest(mt), model, noisy).prediction
+    alg3 = adapt_image(R.from_metatest(mt.model_copy(update={"variant": "alg3"})), model, noisy).prediction
     model.train()
-    assert torch.equal(got, want) and not torch.equal(got, alg3)
+    assert not torch.equal(got, alg3)

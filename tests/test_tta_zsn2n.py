@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.tta.classical import nlm_denoise, nlm_sigma
-from bench.tta.zsn2n import ZeroShotNet, pair_downsample, zero_shot_net, zsn2n_loss
+from bench.adaptation.classical import nlm_denoise, nlm_sigma
+from bench.adaptation.zsn2n import ZeroShotNet, pair_downsample, zero_shot_net, zsn2n_loss
 
 # One channel, 4×4; its four 2×2 cells [[a, b], [c, d]] give D1 = (a + d)/2 and D2 = (b + c)/2.
 Y = torch.tensor([[1.0, 0.0, 2.0, 0.0],

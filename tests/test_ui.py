@@ -6,9 +6,9 @@ import urllib.parse
 
 import pytest
 from mlflow.tracking import MlflowClient
+from tools import ARTIFACTS, free_port, headless_chromium, http_get, run_browser, wait_until_up
 
 from bench.cli import main
-from tools import ARTIFACTS, free_port, headless_chromium, http_get, run_browser, wait_until_up
 
 pytestmark = pytest.mark.slow
 

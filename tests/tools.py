@@ -53,9 +53,9 @@ def headless_chromium(profile: Path) -> list[str]:
 def run_browser(cmd: list[str], attempts: int = 3, seconds: float = 120) -> subprocess.CompletedProcess:
     """Run a headless-Chromium command (from `headless_chromium`) to completion, text output.
 
-    Chromium now and then hangs in a container (seen once in CI: a screenshot that never came in
-    300 s, where it takes ~5 s). A hung try is killed with its whole process group — its helper
-    processes hold the pipes open — and retried; the test fails when every try hangs, or at once
+    Chromium now and then hangs in a container (a screenshot that takes ~5 s never comes in). A
+    hung try is killed with its whole process group — its helper processes hold the pipes open —
+    and retried; the test fails when every try hangs, or at once
     when Chromium exits non-zero, with the tail of its stderr."""
     err = ""
     for _ in range(attempts):

@@ -10,11 +10,12 @@ import sys
 
 import typer
 
-from ..allocator import keep_freed_memory
-from ..datacli import data_app
-from ..errors import BenchError
-from .app import app, err_console
-from . import study, tools, report  # noqa: F401, E402  (registers the commands, in this order)
+from bench.cli.app import app, err_console
+from bench.cli.data import data_app
+from bench.core.allocator import keep_freed_memory
+from bench.core.errors import BenchError
+
+from bench.cli import study, tools, report  # noqa: E402, F401, I001  (registers the commands, in this order)
 
 app.add_typer(data_app, name="data")
 

@@ -2,7 +2,7 @@
 
 ``study_options`` gives a command the ten options of running a study (``bench run``, ``bench
 ablate``) and hands them to its body as one ``StudyOptions``; ``ablation_flags`` gives it one flag
-per entry of ``bench.ablate.ABLATIONS``. Typer reads a command's options from its signature, so
+per entry of ``bench.studies.ablate.ABLATIONS``. Typer reads a command's options from its signature, so
 the decorators extend that signature.
 """
 from __future__ import annotations
@@ -14,12 +14,13 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from ..ablate import ABLATIONS
-from ..errors import BenchError
+from bench.core.errors import BenchError
+from bench.core.home import Home
+from bench.studies.ablate import ABLATIONS
 
 HOME = typer.Option(None, "--home", help="Where studies, caches and the local MLflow store live "
                                          "(default: $BENCH_HOME or ./.bench).")
-PRESET = typer.Option("quick", "--preset", help="smoke | quick | paper (presets.yaml in bench/studyfiles).")
+PRESET = typer.Option("quick", "--preset", help="smoke | quick | paper (studies/presets.yaml).")
 SET = typer.Option([], "--set", help="Override a preset value, e.g. finetune.epochs=3.")
 DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.")
 STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (default: a journal file in --home).")
@@ -27,10 +28,9 @@ QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 MAX_SEED = 2**32 - 1  # NumPy's generators take seeds up to this
 
 
-def home_dir(home: Optional[Path]) -> Path:
-    from ..studyspec import default_home
-
-    return home or default_home()
+def home_dir(home: Optional[Path]) -> Home:
+    """The bench home of ``--home`` (else $BENCH_HOME, else ./.bench)."""
+    return Home.resolve(home)
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ class StudyOptions:
                              f"(a repeated seed trains the same numbers again and overstates n)")
         return seeds
 
-    def home_dir(self) -> Path:
+    def home_dir(self) -> Home:
         return home_dir(self.home)
 
 

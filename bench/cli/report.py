@@ -7,9 +7,9 @@ from typing import Optional
 
 import typer
 
-from ..errors import BenchError
-from .app import app, console, err_console
-from .options import HOME, home_dir
+from bench.cli.app import app, console, err_console
+from bench.cli.options import HOME, home_dir
+from bench.core.errors import BenchError
 
 
 @app.command()
@@ -34,13 +34,13 @@ def report(
 ) -> None:
     """Rebuild the paper's tables and figures from finished runs: mean ± std over seeds beside the
     paper's numbers, paired tests per image, figures. Without a format flag: --latex --markdown."""
-    from ..device import check_device
+    from bench.core.device import check_device
 
     if device == "auto":  # the figures need a concrete device
         raise BenchError(f"--device {device!r}: expected cpu, cuda or cuda:N")
     check_device(device)
-    from ..report.build import build_reports
-    from ..report.console import console_text, study_table
+    from bench.report.build import build_reports
+    from bench.report.console import console_text, study_table
     start = time.perf_counter()
     rep = build_reports(table, out, latex=latex, markdown=markdown, html=html, figures=figures, preset=preset,
                         run_ids=run_id, home=home_dir(home), home_opt=home, tracking_uri=tracking_uri, device=device,
@@ -50,8 +50,8 @@ def report(
     for r in rep.studies:
         s = r.study
         if r.tta:  # a TTA study: the gain tables
-            from ..report.console import tta_table
-            from ..report.tta import GAIN_METRICS
+            from bench.report.console import tta_table
+            from bench.report.tta import GAIN_METRICS
 
             for metric, label, digits in GAIN_METRICS:
                 console.print(tta_table(f"{s.title}: {label}  [{s.preset_name}]", r.tta, metric, digits))

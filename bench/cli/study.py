@@ -7,9 +7,19 @@ from typing import Optional
 
 import typer
 
-from ..errors import BenchError
-from .app import app, console
-from .options import DEVICE, HOME, PRESET, QUIET, STORAGE, StudyOptions, ablation_flags, home_dir, study_options
+from bench.cli.app import app, console
+from bench.cli.options import (
+    DEVICE,
+    HOME,
+    PRESET,
+    QUIET,
+    STORAGE,
+    StudyOptions,
+    ablation_flags,
+    home_dir,
+    study_options,
+)
+from bench.core.errors import BenchError
 
 
 @app.command()
@@ -19,10 +29,14 @@ def run(
     opts: StudyOptions = StudyOptions(),
 ) -> None:
     """Run (or resume) a study and print its table. Finished rows are never retrained."""
-    from ..studyspec import load_study
+    from bench.studies.spec import find_study, read_study
 
-    name, spec = load_study(study, opts.home_dir())
-    run_study(opts, name, spec)
+    path = find_study(study, opts.home_dir())  # light: an unknown or malformed study answers before torch loads
+    spec = read_study(path)
+    from bench.studies.plan import check_study
+
+    check_study(spec, str(path))
+    run_study(opts, path.stem, spec)
 
 
 @app.command()
@@ -34,7 +48,7 @@ def ablate(
     opts: StudyOptions = StudyOptions(),
 ) -> None:
     """Run a base method beside its ablated variants (one flag = one component off) and print the differences."""
-    from ..ablate import ablation_study
+    from bench.studies.ablate import ablation_study
 
     name, spec = ablation_study(base, flags)
     run_study(opts, name, spec, baseline=spec.rows[0].name)
@@ -42,8 +56,8 @@ def ablate(
 
 def run_study(opts: StudyOptions, name: str, spec, baseline: str | None = None) -> None:
     """Validate every option, run the study's pending rows, print its table from the runs' rows."""
-    from ..config import load_preset
-    from ..device import check_device
+    from bench.core.config import load_preset
+    from bench.core.device import check_device
 
     cfg = load_preset(opts.preset, opts.overrides())
     check_device(opts.device)
@@ -53,10 +67,10 @@ def run_study(opts: StudyOptions, name: str, spec, baseline: str | None = None) 
 
     from mlflow.tracking import MlflowClient
 
-    from ..report.console import print_table
-    from ..report.runs import open_study
-    from ..report.summary import study_records, study_summary
-    from ..studies import StudyRunner
+    from bench.report.console import print_table
+    from bench.report.runs import open_study
+    from bench.report.summary import study_records, study_summary
+    from bench.studies.runner import StudyRunner
 
     start = time.perf_counter()
     runner = StudyRunner(name, spec, opts.preset, cfg, seeds, opts.home_dir(), opts.storage, opts.device, opts.quiet)
@@ -66,8 +80,8 @@ def run_study(opts: StudyOptions, name: str, spec, baseline: str | None = None) 
     try:
         records = study_records(results, study_summary(results), runner.failed(trials))
         if spec.is_tta:
-            from ..report.console import console_text, tta_table
-            from ..report.tta import GAIN_METRICS, chosen_values, study_tta
+            from bench.report.console import console_text, tta_table
+            from bench.report.tta import GAIN_METRICS, chosen_values, study_tta
 
             gains, chosen = study_tta(results), chosen_values(results)
     finally:
@@ -107,12 +121,12 @@ def tune(
     quiet: bool = QUIET,
 ) -> None:
     """Search MTL and meta-test hyper-parameters (validation PSNR, median pruning); save the best as a study."""
-    from ..config import load_preset
-    from ..device import check_device
+    from bench.core.config import load_preset
+    from bench.core.device import check_device
 
     cfg = load_preset(preset, set_)
     check_device(device)
-    from ..tune import Tuner, default_out, reference_value, write_best
+    from bench.studies.tune import Tuner, default_out, reference_value, write_best
 
     tuner = Tuner(method, preset, cfg, seed, home_dir(home), storage, device, quiet, target=target)
     study = tuner.tune(trials, timeout)

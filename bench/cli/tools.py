@@ -13,9 +13,9 @@ from typing import Optional
 
 import typer
 
-from ..errors import BenchError
-from .app import app, console, err_console
-from .options import HOME, home_dir
+from bench.cli.app import app, console, err_console
+from bench.cli.options import HOME, home_dir
+from bench.core.errors import BenchError
 
 
 @app.command("methods")
@@ -42,7 +42,7 @@ def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-read
 @app.command("adaptations")
 def adaptations_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List the test-time adaptation entries (what moves, on which loss, optimizer, steps, lr, citation)."""
-    from ..tta.registry import describe
+    from bench.adaptation.registry import describe
 
     rows = describe()
     if as_json:
@@ -67,7 +67,7 @@ def ui(
     home: Optional[Path] = HOME,
 ) -> None:
     """Open the MLflow UI on the tracking store that `bench run` writes to."""
-    from ..tracking import local_store, setup
+    from bench.runtime.tracking import local_store, setup
 
     if not 0 < port < 65536:
         raise BenchError(f"--port {port}: expected a port number from 1 to 65535")
@@ -81,7 +81,7 @@ def ui(
            "--port", str(port), "--workers", "1", "--uvicorn-opts", "--log-level warning"]
     # Its own process group, stderr through us: Ctrl-C (or a SIGTERM) reaches this process only,
     # which stops the server's processes (uvicorn, job consumers) with their shutdown chatter muted.
-    from ..workers import parent_death_signal
+    from bench.runtime.workers import parent_death_signal
 
     proc = subprocess.Popen(cmd, env=env, process_group=0, stderr=subprocess.PIPE, text=True, errors="replace",
                             preexec_fn=lambda: parent_death_signal(signal.SIGINT))
@@ -166,12 +166,12 @@ def denoise(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Adapt a trained model to each of your photos and write the denoised PNGs."""
-    from ..denoise import DenoiseOptions, denoise_files
+    from bench.cli.denoise import DenoiseOptions, denoise_files
 
     opts = DenoiseOptions(inputs=inputs, model=model, checkpoint=checkpoint, study=study, row=row, preset=preset,
                           arch=arch, steps=adapt_steps, lr=lr, out=out, device=device, tile=tile, overlap=overlap,
                           adapt_per=adapt_per, max_memory=max_memory, reference=reference, save_mask=save_mask,
-                          save_steps=save_steps, home=home_dir(home), quiet=quiet, adapt=adapt)
+                          save_steps=save_steps, home=home, quiet=quiet, adapt=adapt)
     denoise_files(opts, console)
 
 
@@ -201,8 +201,8 @@ def perf(
     out: Path = typer.Option(Path("reports/perf"), help="Where perf-<device>[-quick].json and .md go."),
 ) -> None:
     """Time the fast paths beside naive references (MTL, meta-test, MAXL, evaluation); JSON + Markdown."""
-    from ..perf import failed_checks, make_config, run_perf, write_report
-    from ..perf.suite import headers, table_rows
+    from bench.perf import failed_checks, make_config, run_perf, write_report
+    from bench.perf.suite import headers, table_rows
 
     if threads is not None and threads < 1:
         raise BenchError(f"--threads {threads}: expected an integer ≥ 1")

@@ -7,33 +7,15 @@ a study is scored on exactly the same noisy images.
 from __future__ import annotations
 
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 
-from ..config import DataConfig, stable_hash
-from ..errors import ConfigError
-from . import camera, embedded
-from .base import ImagePair
-from .noise import noise_model
-from .sampler import PatchSampler, Source
-
-
-@dataclass
-class DataBundle:
-    pretrain: Source
-    train: Source
-    val: list[ImagePair]
-    test: list[ImagePair]
-    val_synthetic: list[ImagePair]  # validation images with the pre-training noise (Table 1's "val")
-    key: str  # hash of everything that determines the data
-
-
-def center_crop(img: np.ndarray, size: int) -> np.ndarray:
-    h, w = img.shape[:2]
-    th, tw = min(size, h), min(size, w)
-    y, x = (h - th) // 2, (w - tw) // 2
-    return np.ascontiguousarray(img[y : y + th, x : x + tw])
+from bench.core.config import DataConfig, stable_hash
+from bench.core.errors import ConfigError
+from bench.data import camera, embedded
+from bench.data.base import ImagePair, center_crop
+from bench.data.noise import noise_model
+from bench.data.sampler import DataBundle, PatchSampler, Source
 
 
 def _eval_pairs(pairs, noise_names, cfg: DataConfig) -> list[ImagePair]:
@@ -51,7 +33,7 @@ def _eval_pairs(pairs, noise_names, cfg: DataConfig) -> list[ImagePair]:
 
 def load_data(cfg: DataConfig) -> DataBundle:
     if cfg.source == "paper":
-        from .paper import load_paper_data  # real data sets, see datasets/README.md
+        from bench.data.paper import load_paper_data  # real data sets, see datasets/README.md
 
         return load_paper_data(cfg)
     if cfg.source != "embedded":

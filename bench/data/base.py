@@ -39,3 +39,11 @@ def as_uint8(pair: ImagePair) -> ImagePair:
     """The compact form of an 8-bit image pair (exact for images decoded from 8-bit files)."""
     q = lambda a: None if a is None else np.round(a * 255).astype(np.uint8)  # noqa: E731
     return ImagePair(pair.name, q(pair.clean), q(pair.noisy))
+
+
+def center_crop(img: np.ndarray, size: int) -> np.ndarray:
+    """The central ``size`` x ``size`` window (or the whole side where the image is smaller), contiguous."""
+    h, w = img.shape[:2]
+    th, tw = min(size, h), min(size, w)
+    y, x = (h - th) // 2, (w - tw) // 2
+    return np.ascontiguousarray(img[y : y + th, x : x + tw])

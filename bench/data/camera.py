@@ -35,7 +35,7 @@ What the noise looks like in sRGB (measured in tests/test_camera.py): the raw va
 the signal, but the sRGB curve compresses highlights and the sensor clips at black, so the sRGB
 noise std peaks in the dark mid-tones (grey ~0.15) and falls towards black and white, as in real
 sRGB photographs. Residuals are spatially correlated (lag-1 ~0.4-0.7) and R/G correlated (~0.3-0.5).
-Why one file of ~450 lines: the profile type, its validation, the named profiles and the ten
+Why one module of ~450 lines: the profile type, its validation, the named profiles and the eleven
 pipeline steps are one model, read together; each step is a small function.
 """
 from __future__ import annotations
@@ -47,7 +47,7 @@ from typing import Literal
 
 import numpy as np
 
-from bench.errors import DataError
+from bench.core.errors import DataError
 
 CFAPattern = Literal["RGGB", "BGGR", "GRBG", "GBRG"]
 DemosaicMethod = Literal["bilinear", "malvar2004", "menon2007"]
@@ -177,7 +177,7 @@ _PROFILES: dict[str, CameraProfile] = {
         # noise 1.25x to 2.5x the top of sidd-like's range, more digital gain (a dark scene pushed up),
         # half sidd-like's chroma NR (so more colour noise), bilinear demosaic on a BGGR sensor no
         # training camera has (lag-1 autocorrelation ~0.75 against 0.68 / 0.46), then JPEG q80.
-        # Measured in the scenarios' numbers (bench data scenarios --strength, README).
+        # `bench data scenarios --strength` reports how far it lies from the training cameras.
         CameraProfile(
             name="lowlight-like",
             description="low-light smartphone: noise above the training range, BGGR, bilinear, weak chroma NR, JPEG 80",

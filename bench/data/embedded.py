@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 import skimage.data
 
-from .base import ImagePair
+from bench.data.base import ImagePair
 
 _GREY = ("camera", "brick", "grass", "gravel", "moon", "coins", "clock")
 _PRETRAIN = ("hubble_deep_field", "immunohistochemistry", "retina", "colorwheel", "motorcycle_right", *_GREY)

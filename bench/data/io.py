@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.errors import DataError
+from bench.core.errors import DataError
 
 _TIFF_SUFFIXES = {".tif", ".tiff"}
 

@@ -10,8 +10,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import ConfigError
-from . import camera
+from bench.core.errors import ConfigError
+from bench.data import camera
 
 NoiseFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 

@@ -11,16 +11,14 @@ import zlib
 
 import numpy as np
 
-from ..config import DataConfig, stable_hash
-from .base import ImagePair, as_float, as_uint8
-from .noise import noise_model
-from .real import data_root, load_div2k, load_nam, load_polyu, load_sidd_small
-from .sampler import Source
+from bench.core.config import DataConfig, stable_hash
+from bench.data.base import ImagePair, as_float, as_uint8, center_crop
+from bench.data.noise import noise_model
+from bench.data.real import data_root, load_div2k, load_nam, load_polyu, load_sidd_small
+from bench.data.sampler import DataBundle, Source
 
 
 def _crop_float(pairs: list[ImagePair], size: int) -> list[ImagePair]:
-    from . import center_crop
-
     return [ImagePair(p.name, as_float(center_crop(p.clean, size)),
                       None if p.noisy is None else as_float(center_crop(p.noisy, size))) for p in pairs]
 
@@ -41,8 +39,6 @@ def split_heldout(pairs: list[ImagePair], fraction: float) -> tuple[list[ImagePa
 
 
 def load_paper_data(cfg: DataConfig):
-    from . import DataBundle
-
     root = data_root(cfg.root)
     div2k = [as_uint8(p) for p in load_div2k(root, "train")]
     train, val = [], []

@@ -13,9 +13,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import DataError
-from .base import ImagePair
-from .io import decode, full_scale, to_rgb_float, write_png
+from bench.core.errors import DataError
+from bench.data.base import ImagePair
+from bench.data.io import decode, full_scale, to_rgb_float, write_png
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 

@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from bench.core.errors import DataError
 from bench.data.base import ImagePair
 from bench.data.io import image_size, read_image
-from bench.errors import DataError
 
 DATA_ROOT_ENV = "TTAID_DATA_ROOT"
 DEFAULT_DATA_ROOT = Path("datasets")

@@ -17,11 +17,10 @@ from typing import Sequence, get_args
 import numpy as np
 import torch
 
-from ..config import SamplerMode
-from ..errors import DataError
-from .base import ImagePair, as_float
-from .noise import NoiseFn
-
+from bench.core.config import SamplerMode
+from bench.core.errors import DataError
+from bench.data.base import ImagePair, as_float
+from bench.data.noise import NoiseFn
 
 SAMPLER_MODES: tuple[str, ...] = get_args(SamplerMode)
 
@@ -42,6 +41,17 @@ class Source:
             raise DataError(f"unknown sampler {self.sampler!r}; expected one of: {', '.join(SAMPLER_MODES)}")
         if any(p.noisy is None for p in self.pairs) and not self.noise:
             raise DataError("clean-only training images need a noise model")
+
+
+@dataclass
+class DataBundle:
+    """What a data source loads (``bench.data.load_data``): the training sources and the fixed evaluation pairs."""
+    pretrain: Source
+    train: Source
+    val: list[ImagePair]
+    test: list[ImagePair]
+    val_synthetic: list[ImagePair]  # validation images with the pre-training noise (Table 1's "val")
+    key: str  # hash of everything that determines the data
 
 
 class PatchSampler:
@@ -112,7 +122,7 @@ class PatchSampler:
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.mode == "per-image":
             return self.patches(self.next_walk())
-        n = len(self.source.pairs)  # pick, crop, pick, crop…: the draw order area-mode results were measured with
+        n = len(self.source.pairs)  # pick, crop, pick, crop…: another draw order would change every area-mode result
         return _stack([self._one(self.rng.choice(n, p=self.weights)) for _ in range(self.batch)])
 
 

@@ -6,7 +6,7 @@ scenario fixes what is adapted to: which photographs per evaluation split, which
 profile of :mod:`bench.data.camera`, or one with fields changed), and how each photograph is cut
 into paired instances (tiles × noise draws), enough of them for a paired test to see small gains.
 
-The defaults live in ``scenarios.yaml`` beside this module (the no-shift control
+The defaults live in ``studies/scenarios.yaml`` (the no-shift control
 ``in-distribution``, the unseen camera ``camera-shift``, the noise above the training range
 ``strong-shift``, and ``level-shift``, the noise level alone); a user YAML is merged over them by
 :func:`load_scenarios`. Every instance is a pure function of ``eval_seed`` and its name
@@ -25,12 +25,12 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
-from ..config import one_line, read_yaml
-from ..errors import ConfigError, DataError
-from . import camera, embedded
-from .base import ImagePair
+from bench.core.config import SCENARIOS_FILE, one_line, read_yaml
+from bench.core.errors import ConfigError, DataError
+from bench.data import camera, embedded
+from bench.data.base import ImagePair
 
-DEFAULT_FILE = Path(__file__).with_name("scenarios.yaml")
+DEFAULT_FILE = SCENARIOS_FILE
 EVAL_SPLITS: tuple[str, ...] = ("val", "test")
 NOISE_FIELDS: tuple[str, ...] = (
     "shot_range", "ccm", "red_gain", "blue_gain", "digital_gain", "cfa", "demosaic", "chroma_nr",
@@ -308,7 +308,7 @@ class Strength:
 
 def measure(pairs: list[ImagePair], label: str, cameras: tuple[str, ...], split: str) -> Strength:
     """A :class:`Strength` from paired instances."""
-    from ..metrics import psnr_float
+    from bench.core.metrics import psnr_float
 
     clean = np.stack([p.clean for p in pairs]).astype(np.float64)
     noisy = np.stack([p.noisy for p in pairs]).astype(np.float64)

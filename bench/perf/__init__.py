@@ -10,9 +10,9 @@
   (``python -m bench.perf.contention`` or ``bench perf --only contention``);
 - ``suite``: configuration, the run, JSON and Markdown reports.
 """
-from .harness import PerfConfig
-from .reference import naive_meta_test, naive_mtl_loss
-from .suite import failed_checks, make_config, run_perf, to_markdown, write_report
+from bench.perf.harness import PerfConfig
+from bench.perf.reference import naive_meta_test, naive_mtl_loss
+from bench.perf.suite import failed_checks, make_config, run_perf, to_markdown, write_report
 
 __all__ = ["PerfConfig", "failed_checks", "make_config", "naive_meta_test", "naive_mtl_loss", "run_perf",
            "to_markdown", "write_report"]

@@ -12,13 +12,33 @@ import torch
 from torch import Tensor, nn
 
 import methods
-
-from ..adapt import memory_layout, meta_test, mtl_loss, per_sample_mode, precision_context
-from .harness import (CHECK_INNER_LR, CHECK_LR, META_LR, MTL_HP, OFFICIAL_LR, TOL_GRAD, TOL_IMAGE, TOL_PSNR_DB, Bench,
-                      CaseResult, channels_last, cl, grads_after, grads_of, rel_grad_err, sample_pair)
-from .measure import sync
-from .reference import naive_maxl_meta_backward, naive_maxl_step, naive_meta_test, naive_mtl_loss, official_meta_test
-
+from bench.adaptation.inner import memory_layout, meta_test, mtl_loss, per_sample_mode, precision_context
+from bench.core.probe import sync
+from bench.perf.harness import (
+    CHECK_INNER_LR,
+    CHECK_LR,
+    META_LR,
+    MTL_HP,
+    OFFICIAL_LR,
+    TOL_GRAD,
+    TOL_IMAGE,
+    TOL_PSNR_DB,
+    Bench,
+    CaseResult,
+    channels_last,
+    cl,
+    grads_after,
+    grads_of,
+    rel_grad_err,
+    sample_pair,
+)
+from bench.perf.reference import (
+    naive_maxl_meta_backward,
+    naive_maxl_step,
+    naive_meta_test,
+    naive_mtl_loss,
+    official_meta_test,
+)
 
 # --------------------------------------------------------------------------- cases
 
@@ -36,7 +56,7 @@ def _in_mode(mode: str, fn: Callable[[], Any]) -> Callable[[], Any]:
     return run
 
 
-NCHW = "ours, NCHW"  # MTL before issue 20 (memory_layout "contiguous"); ours = auto (channels-last on CPU)
+NCHW = "ours, NCHW"  # MTL in the caller's layout (memory_layout "contiguous"); ours = auto (channels-last on CPU)
 NHWC = "ours, NHWC loop"  # meta-test with memory_layout "channels_last" (its auto keeps the caller's NCHW)
 
 
@@ -97,14 +117,14 @@ def case_mtl(b: Bench) -> CaseResult:
         fns["ours, channels-last"] = step(mtl_loss, m_cl, cl(noisy), cl(clean))
     res.notes.append(f"ours = body and mask once per batch, heads K times, per-sample loops by {auto} "
                      f"(per_sample_mode auto on {b.device.type}), memory_layout auto; '{NCHW}' = the same in "
-                     f"the caller's NCHW layout (the path before issue 20)")
+                     f"the caller's NCHW layout")
     b.time(res, fns)
     model.zero_grad(set_to_none=True)
     return res
 
 
 def _psnr(pred: Tensor, clean: Tensor) -> float:
-    from ..metrics import psnr
+    from bench.core.metrics import psnr
 
     return float(psnr(pred.float(), clean.float())[0])
 
@@ -237,11 +257,11 @@ def case_batched(b: Bench) -> CaseResult:
 def case_maxl(b: Bench) -> CaseResult:
     """(c) one MAXL step as `bench run` trains it (an auxiliary Adam step on θ1 and a meta step on
     the mask), beside the plain step: NCHW, the meta gradient by a double backward."""
-    from ..config import PretrainConfig
-    from ..data import Source
-    from ..data.base import ImagePair
-    from ..train.context import TrainContext
-    from ..train.pretrain import mask_meta_backward, pretrain
+    from bench.core.config import PretrainConfig
+    from bench.data import Source
+    from bench.data.base import ImagePair
+    from bench.training.context import TrainContext
+    from bench.training.pretrain import mask_meta_backward, pretrain
 
     cfg = b.cfg
     B, P = cfg.maxl_batch, cfg.maxl_patch
@@ -269,29 +289,32 @@ def case_maxl(b: Bench) -> CaseResult:
     naive = copy.deepcopy(b.model)
     opts = (torch.optim.Adam(naive.restorer.parameters(), lr=pcfg.lr),
             torch.optim.Adam(naive.mask_net.parameters(), lr=pcfg.lr))
-    res.notes.append("ours times bench.train.pretrain.pretrain for 1 epoch × 1 step: patch sampling + one "
+    res.notes.append("ours times bench.training.pretrain.pretrain for 1 epoch × 1 step: patch sampling + one "
                      "auxiliary Adam step on θ1 + one meta step (look-ahead, Adam on θ2); on CPU channels-last, "
                      "the mask's meta gradient by one forward-mode product. naive: the same two steps on "
-                     "fixed patches, NCHW, the meta gradient by a double backward (the path before issue 20)")
-    b.time(res, {"ours (bench.train.pretrain)": lambda: pretrain(model, recipe, pcfg, source, ctx),
+                     "fixed patches, NCHW, the meta gradient by a double backward (the literal second-order graph)")
+    b.time(res, {"ours (bench.training.pretrain)": lambda: pretrain(model, recipe, pcfg, source, ctx),
                  "naive": lambda: naive_maxl_step(naive, opts, noisy, clean, **hp)})
     return res
 
 
 def case_eval(b: Bench) -> CaseResult:
-    """(d) evaluation throughput: bench.evaluate.evaluate (predict + PSNR/SSIM), images per second."""
-    from ..config import MetaTestConfig
-    from ..data.base import ImagePair
-    from ..evaluate import evaluate
+    """(d) evaluation throughput: the one evaluator (bench.adaptation.evaluate.evaluate: adapt, predict,
+    PSNR/SSIM and the diagnostics every study row logs), images per second."""
+    from bench.adaptation.evaluate import Target, evaluate
+    from bench.adaptation.registry import from_metatest, get
+    from bench.core.config import MetaTestConfig
+    from bench.data.base import ImagePair
 
     cfg, model = b.cfg, b.model
     N, S, K = cfg.eval_images, cfg.eval_size, cfg.steps
     res = CaseResult("eval", f"evaluation of {N} images of {S}² (metrics included)",
                      {"images": N, "size": S, "steps": K, "lr": META_LR})
     pairs = [ImagePair(f"img{i}", *reversed(sample_pair(S, i, cfg.seed))) for i in range(N)]
-    recipe, mt = methods.get("ours").recipe, MetaTestConfig(steps=K, lr=META_LR)
-    b.time(res, {"with meta-test": lambda: evaluate(model, recipe, pairs, mt, True, b.device),
-                 "without meta-test": lambda: evaluate(model, recipe, pairs, mt, False, b.device)})
+    targets = [Target("test", "", pairs)]
+    alg3 = from_metatest(MetaTestConfig(steps=K, lr=META_LR))
+    b.time(res, {"with meta-test": lambda: evaluate(model, alg3, targets, b.device),
+                 "without meta-test": lambda: evaluate(model, get("none"), targets, b.device)})
     for v in res.variants.values():
         v["images_per_s"] = N / v["timing"]["median"]
     return res

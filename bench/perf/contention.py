@@ -3,8 +3,8 @@
 Each measurement runs the stage in a fresh Python process (OpenMP reads its wait policy when torch
 is imported, so the settings under test must be in the environment before that), with the same
 seed, steps and thread count. "Beside" starts a busy loop in another process (bounded in time,
-killed when the stage ends), then the stage. The ratio beside / alone is the figure issue 20 asks
-for (≤ 2.5× on 2 cores; sharing 2 cores fairly costs ~2×).
+killed when the stage ends), then the stage. The ratio beside / alone is what a busy machine costs
+a stage; sharing 2 cores fairly costs ~2×, and the target is ≤ 2.5× on 2 cores.
 
 ``python -m bench.perf.contention`` prints the table; ``bench perf --only contention`` puts the same
 numbers in the perf report.
@@ -26,12 +26,12 @@ import bench  # noqa: F401  (its OpenMP settings, before torch)
 import numpy as np
 import torch
 import methods
-from bench.config import PretrainConfig
+from bench.core.config import PretrainConfig
 from bench.data import Source
 from bench.data.base import ImagePair
 from bench.perf.harness import sample_pair
-from bench.train.context import TrainContext
-from bench.train.pretrain import pretrain
+from bench.training.context import TrainContext
+from bench.training.pretrain import pretrain
 steps, batch, patch = (int(a) for a in sys.argv[1:4])
 torch.manual_seed(0)
 model = methods.create("ours")
@@ -68,10 +68,10 @@ def run_stage(env: dict[str, str], steps: int, batch: int, patch: int, busy: boo
 
 def settings() -> dict[str, dict[str, str | None]]:
     """The settings compared: OpenMP's default (threads spin at barriers), passive waiting, what bench
-    does by default (passive only when another process runs at its start), a short
-    spin (libgomp's spin count: ~tens of µs before sleeping; an alternative should passive waiting
-    cost time on an idle machine), and
-    bench's opt-in thread choice from the cores free at stage start (``bench.workers.stage_threads``)."""
+    does by default (passive only when another process runs at its start), a short spin (libgomp's
+    spin count: ~tens of µs before sleeping; the alternative where passive waiting costs time on an
+    idle machine), and bench's opt-in thread choice from the cores free at stage start
+    (``bench.runtime.workers.stage_threads``)."""
     return {"spinning (OpenMP default)": {k: None for k in WAIT_VARS} | {"BENCH_OMP_WAIT": "active",
                                                                          "BENCH_THREADS": None},
             "passive wait (BENCH_OMP_WAIT=passive)": {k: None for k in WAIT_VARS} | {

@@ -19,8 +19,7 @@ import torch
 from torch import Tensor, nn
 
 import methods
-
-from .measure import interleaved, speedup, tensor_peak_mib
+from bench.perf.measure import interleaved, speedup, tensor_peak_mib
 
 MTL_HP = dict(inner_lr=5e-5, lambda_in=10.0, lambda_out=10.0)
 META_LR = 1e-5
@@ -149,8 +148,8 @@ def build_model(width: tuple[int, int] = (32, 16), weights: str | None = None) -
     base, scale = width
     model = methods.create("ours", base=base, scale=scale, mask_base=32)
     if weights:
-        from ..checkpoints import first_line, read_checkpoint
-        from ..errors import BenchError
+        from bench.core.errors import BenchError
+        from bench.runtime.checkpoints import first_line, read_checkpoint
 
         state = read_checkpoint(weights, hint="expected a state_dict or a `bench run` checkpoint of this network")
         try:
@@ -165,7 +164,7 @@ def sample_pair(size: int, index: int = 0, seed: int = 0) -> tuple[np.ndarray, n
     """A size×size crop of a bundled photograph (mirrored where it is smaller) with nam-like camera noise."""
     import skimage.data
 
-    from ..data.noise import noise_model
+    from bench.data.noise import noise_model
 
     names = ("astronaut", "coffee", "chelsea", "rocket")  # bundled with scikit-image, no download
     img = np.asarray(getattr(skimage.data, names[index % len(names)])()[..., :3], dtype=np.float32) / 255.0

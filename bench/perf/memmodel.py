@@ -21,9 +21,9 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..adapt import mtl_loss
-from .harness import MTL_HP, build_model
-from .measure import tensor_peak_mib
+from bench.adaptation.inner import mtl_loss
+from bench.perf.harness import MTL_HP, build_model
+from bench.perf.measure import tensor_peak_mib
 
 GPU_GIB = (16, 24, 40, 80)
 RESERVE_GIB = 1.0  # CUDA context, cuDNN workspaces and allocator slack, not in the tensor peak

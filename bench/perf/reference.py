@@ -14,8 +14,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from ..adapt import Scope, inner_parameters
-from ..losses import aux_loss, gradient_loss, l1
+from bench.adaptation.inner import Scope, inner_parameters
+from bench.core.losses import aux_loss, gradient_loss, l1
 
 
 def naive_mtl_loss(model: nn.Module, noisy: Tensor, clean: Tensor, *, steps: int, inner_lr: float,
@@ -40,9 +40,9 @@ def naive_mtl_loss(model: nn.Module, noisy: Tensor, clean: Tensor, *, steps: int
 
 def naive_maxl_meta_backward(restorer: nn.Module, mask_net: nn.Module, noisy: Tensor, clean: Tensor, *,
                              inner_lr: float, use_mask: bool = True, lambda_g: float = 0.0) -> float:
-    """MAXL's meta pass literally (what ``bench.train.pretrain`` ran before issue 20): the look-ahead
-    step keeps its graph (``create_graph``) and the outer loss back-propagates through it, a double
-    backward, into ``mask_net``'s ``.grad``. Returns the outer loss."""
+    """MAXL's meta pass literally, the graph ``bench.training.pretrain.mask_meta_backward`` avoids:
+    the look-ahead step keeps its graph (``create_graph``) and the outer loss back-propagates
+    through it, a double backward, into ``mask_net``'s ``.grad``. Returns the outer loss."""
     mask = mask_net(noisy)
     params = dict(restorer.named_parameters())
     pred, rec = restorer(noisy)
@@ -79,7 +79,7 @@ def naive_meta_test(model: nn.Module, noisy: Tensor, *, steps: int, lr: float, s
 
     ``freeze`` (default) turns off ``requires_grad`` outside the inner parameters, so backward
     stops at the heads, as any sensible implementation would; ``freeze=False`` also back-propagates
-    through the body for nothing (what the original test loop did: same result, slower).
+    through the body for nothing (as the official test loop does: same result, slower).
     """
     out = []
     for j in range(noisy.shape[0]):
@@ -114,7 +114,7 @@ def official_meta_test(model: nn.Module, noisy: Tensor, *, steps: int, lr: float
     last iteration's forward pass, i.e. after K−1 updates, as the official loop does;
     ``report="after"`` one more forward after the K-th update.
 
-    With ``threshold=None, report="after"`` this is ``bench.adapt.meta_test(optimizer="adam")``
+    With ``threshold=None, report="after"`` this is ``bench.adaptation.inner.meta_test(optimizer="adam")``
     computed the slow way (`bench perf` checks that they agree).
     """
     if report not in ("before_last", "after"):

@@ -13,11 +13,11 @@ from typing import Any, Callable
 
 import torch
 
-from ..device import parse_device
-from ..errors import BenchError
-from .cases import case_batched, case_eval, case_maxl, case_metatest, case_mtl, check_precisions
-from .harness import TOL_GRAD, TOL_IMAGE, TOL_PSNR_DB, Bench, PerfConfig
-from .measure import environment, load_average
+from bench.core.device import parse_device
+from bench.core.errors import BenchError
+from bench.perf.cases import case_batched, case_eval, case_maxl, case_metatest, case_mtl, check_precisions
+from bench.perf.harness import TOL_GRAD, TOL_IMAGE, TOL_PSNR_DB, Bench, PerfConfig
+from bench.perf.measure import environment, load_average
 
 CASES = ("mtl", "metatest", "batched", "maxl", "eval", "memmodel", "contention")
 
@@ -101,12 +101,12 @@ def run_perf(cfg: PerfConfig, log: Callable[[str], None] = lambda s: None) -> di
         log(title)
         result["cases"].append(job().as_dict())
     if "memmodel" in cfg.cases:
-        from .memmodel import memory_model
+        from bench.perf.memmodel import memory_model
 
         log("memory model")
         result["memory_model"] = memory_model(device, log, cfg.seed)
     if "contention" in cfg.cases:
-        from .contention import measure
+        from bench.perf.contention import measure
 
         log("training stage alone and beside a busy process")
         result["contention"] = measure(log=log) if not cfg.quick else measure(steps=1, batch=2, patch=32, log=log)
@@ -118,7 +118,7 @@ def run_perf(cfg: PerfConfig, log: Callable[[str], None] = lambda s: None) -> di
     return result
 
 
-# (case prefix, reference, variants): the ratios issue 20 sets targets for, one line per case
+# (case prefix, reference, variants): the ratios with a speed target, one line per case
 HEADLINES = (("metatest-", "official", ("ours, adam", "ours", "ours, NHWC loop, adam", "ours, NHWC loop")),
              ("mtl", "naive", ("ours", "ours, NCHW")))
 

@@ -14,15 +14,16 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from .. import tags
-from ..errors import BenchError
-from . import page
-from .figures import FigureOut, make_figures
-from .runs import StudyRuns, find_study, studies_from_run_ids, study_names_in_store
-from .stats import compare, find_pairs
-from .summary import study_records, study_summary
-from .tables import md_escape, pairs_table, study_table, to_html, to_latex, to_markdown, tta_table
-from .tta import GAIN_METRICS, chosen_values, reference_levels, report_split, scenarios_of, study_tta
+from bench.core.errors import BenchError
+from bench.core.home import Home, HomeLike
+from bench.report import page
+from bench.report.figures import FigureOut, make_figures
+from bench.report.runs import StudyRuns, find_study, studies_from_run_ids, study_names_in_store
+from bench.report.stats import compare, find_pairs
+from bench.report.summary import study_records, study_summary
+from bench.report.tables import md_escape, pairs_table, study_table, to_html, to_latex, to_markdown, tta_table
+from bench.report.tta import GAIN_METRICS, chosen_values, reference_levels, report_split, scenarios_of, study_tta
+from bench.runtime import tags
 
 TABLES = ("table1", "table2", "table3", "tta", "ablate")
 
@@ -48,16 +49,16 @@ class Report:
     warnings: list[str]
 
 
-def tracking_client(home: Path, tracking_uri: str | None) -> tuple[MlflowClient | None, str]:
+def tracking_client(home: HomeLike, tracking_uri: str | None) -> tuple[MlflowClient | None, str]:
     """A client for ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else the store in ``home``
     (None when that store does not exist: reading must not create one)."""
-    from ..tracking import follow_home, mask_secret
+    from bench.runtime.tracking import follow_home, mask_secret
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri is None:
-        db = home / "mlflow.db"
-        uri = f"sqlite:///{db.resolve()}"
-        if not db.exists():
+        home = Home.of(home)
+        uri = home.tracking_uri
+        if not home.tracking_db.exists():
             return None, uri
         follow_home(home)  # a copied home: its own artifacts, never the original's
     try:
@@ -77,9 +78,9 @@ def _run_hint(name: str, preset: str | None, home: Path | None) -> str:
 
 
 def resolve_studies(table: str, client: MlflowClient | None, uri: str, preset: str | None, run_ids: list[str],
-                    home_opt: Path | None, home: Path | None = None) -> list[StudyRuns]:
-    from ..studyspec import study_names
-    from ..tracking import mask_secret
+                    home_opt: Path | None, home: HomeLike | None = None) -> list[StudyRuns]:
+    from bench.runtime.tracking import mask_secret
+    from bench.studies.spec import study_names
 
     name = _study_name(table)
     in_store = study_names_in_store(client) if client is not None else []
@@ -213,7 +214,7 @@ def _log(study: StudyRuns, out: Path, written: list[Path], html_page: Path | Non
 
 def build_reports(table: str, out: Path, *, latex: bool = False, markdown: bool = False, html: bool = False,
                   figures: bool = True, preset: str | None = None, run_ids: list[str] = (),
-                  home: Path, home_opt: Path | None = None, tracking_uri: str | None = None,
+                  home: HomeLike, home_opt: Path | None = None, tracking_uri: str | None = None,
                   device: str = "cpu", log: bool = True) -> Report:
     if not (latex or markdown or html):
         latex = markdown = True

@@ -5,7 +5,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .summary import COLUMNS, fmt_params
+from bench.report.summary import COLUMNS, fmt_params
 
 
 def console_text(text: object, style: str = "") -> Text:

@@ -1,6 +1,6 @@
 """Reading finished studies back from MLflow: which runs, their tidy per-image rows, their stages.
 
-A study's experiment is named by ``bench.studyname.StudyName``. For each
+A study's experiment is named by ``bench.runtime.studyname.StudyName``. For each
 row × seed the latest FINISHED parent run that carries a checkpoint tag is used (or exactly the
 runs named with ``--run-id``). Everything a table needs comes from the runs' ``images.csv``
 artifacts, melted to long form: one row per study × row × method × seed × split × image × metric;
@@ -24,13 +24,13 @@ import pandas as pd  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from .. import tags  # noqa: E402
-from ..errors import BenchError  # noqa: E402
-from ..studyname import StudyName  # noqa: E402
+from bench.core.errors import BenchError  # noqa: E402
+from bench.runtime import tags  # noqa: E402
+from bench.runtime.studyname import StudyName  # noqa: E402
 
 METRICS = ("psnr", "ssim", "ssim_gauss", "psnr_float")
 DIAGNOSTICS = ("seconds", "peak_mib", "updates", "alignment")  # a TTA row's cost and step-0 alignment
-STEP_METRIC = re.compile(r"^(loss|dgrey|psnr)@\d+$")  # a TTA row's per-step curves (bench.tta.evaluate)
+STEP_METRIC = re.compile(r"^(loss|dgrey|psnr)@\d+$")  # a TTA row's per-step curves (bench.inference.scoring)
 ID_COLUMNS = ("study", "row", "method", "seed", "split", "scenario", "metatest", "image")
 TIDY_COLUMNS = (*ID_COLUMNS, "metric", "value", "run_id")
 RECIPE_FIELDS = ("pretrain", "pretrain_aux", "grad_loss", "finetune", "inner_scope", "aux_loss", "metatest")
@@ -193,7 +193,7 @@ class StudyRuns:
 
     @cached_property
     def preset(self):
-        from ..config import Preset
+        from bench.core.config import Preset
 
         return Preset.model_validate(self.config["preset"])
 
@@ -210,7 +210,7 @@ class StudyRuns:
     @cached_property
     def rows(self) -> dict[str, RowInfo]:
         """Row name → RowInfo, in the study's order (rows without finished runs left out)."""
-        from ..pipeline import resolve_method
+        from bench.studies.plan import resolve_method
 
         present = {r.row: r for r in self.runs}
         specs = [s for s in self.spec.get("rows", []) if s["name"] in present]
@@ -241,7 +241,7 @@ class StudyRuns:
         """The "Noisy input" rows of the study's latest reference run (none if it has none)."""
         if self.spec.get("reference_row", "noisy") != "noisy":
             return self._rows([])
-        from ..pipeline import reference_split
+        from bench.training.stages import reference_split
 
         val_name = reference_split([r.get("stage", "finetune") for r in self.spec.get("rows", [])])
         found = self.client.search_runs(

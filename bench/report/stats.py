@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
-from .runs import RowInfo
+from bench.report.runs import RowInfo
 
 # field, value of A, value of B, label of "A − B" (A is the side the paper argues for)
 CONTRASTS: tuple[tuple[str, Any, Any, str], ...] = (

@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .runs import StudyRuns
+from bench.report.runs import StudyRuns
 
 # split, metric, label, digits: the columns of every study table
 COLUMNS = (("val", "psnr", "val PSNR", 2), ("val", "ssim", "val SSIM", 4),

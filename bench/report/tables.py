@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .runs import RowInfo
-from .stats import ALPHA, N_BOOT, min_p
-from .summary import COLUMNS, fmt_params
+from bench.report.runs import RowInfo
+from bench.report.stats import ALPHA, N_BOOT, min_p
+from bench.report.summary import COLUMNS, fmt_params
 
 DIGITS = {"psnr": 2, "ssim": 4, "ssim_gauss": 4}
 DIFF_DIGITS = {"psnr": 3, "ssim": 4, "ssim_gauss": 4}

@@ -14,9 +14,9 @@ import math
 
 import pandas as pd
 
-from ..tta.registry import get as get_adaptation
-from .runs import StudyRuns
-from .stats import mde, paired_test
+from bench.adaptation.registry import get as get_adaptation
+from bench.report.runs import StudyRuns
+from bench.report.stats import mde, paired_test
 
 GAIN_METRICS = (("psnr_float", "Δ PSNR (float, dB)", 3), ("ssim", "Δ SSIM", 4))
 NONE, ORACLE = "none", "oracle"

@@ -4,7 +4,7 @@ One module per figure, each with ``compute(study, data, models) -> Data`` (choos
 runs the networks, reads the logged artifacts) and ``draw(data, folder) -> files`` (matplotlib
 only), so a test can check what a figure shows without drawing it. Figures that run a network
 (``needs_model``) get the rows' trained models (``common.Models``, through
-``bench.trained.load_model``); the others get ``None`` there. A panel or figure whose inputs do not
+``bench.inference.trained.load_model``); the others get ``None`` there. A panel or figure whose inputs do not
 exist (no RIDNet row, no checkpoint on this machine, …) is skipped with a note.
 """
 from __future__ import annotations
@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ...errors import BenchError
-from ..runs import StudyRuns
-from ..tta import scenarios_of
-from . import crops, curves, features, masks, metatest_gain, steps, tta_alignment, tta_steps
-from .common import FigureOut, Models, Skip, StudyData, crop_where, pick_ours, style
+from bench.core.errors import BenchError
+from bench.report.figures import crops, curves, features, masks, metatest_gain, steps, tta_alignment, tta_steps
+from bench.report.figures.common import FigureOut, Models, Skip, StudyData, crop_where, pick_ours, style
+from bench.report.runs import StudyRuns
+from bench.report.tta import scenarios_of
 
 
 @dataclass(frozen=True)

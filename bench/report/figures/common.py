@@ -1,5 +1,5 @@
 """What the figures share: one style, saving, image helpers, crop choice, and the study's inputs
-(evaluation images; trained networks through ``bench.trained.load_model``)."""
+(evaluation images; trained networks through ``bench.inference.trained.load_model``)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -9,9 +9,9 @@ from typing import Iterator
 
 import numpy as np
 
-from ...errors import BenchError
-from ..runs import RowInfo, RowRun, StudyRuns
-from ..stats import find_pairs, per_image
+from bench.core.errors import BenchError
+from bench.report.runs import RowInfo, RowRun, StudyRuns
+from bench.report.stats import find_pairs, per_image
 
 DPI = 150
 RC = {"figure.dpi": 100, "savefig.dpi": DPI, "font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8,
@@ -72,8 +72,8 @@ def new_figure(w: float, h: float):
 
 
 def title(fig, text: str) -> None:
-    """The figure's title, wrapped to the figure's width (a study title is long: one line was cut
-    off at both edges of the PNG)."""
+    """The figure's title, wrapped to the figure's width (a study title is long: on one line it
+    would be cut off at both edges of the PNG)."""
     import textwrap
 
     from matplotlib import rcParams
@@ -117,8 +117,8 @@ def to_hwc(t) -> np.ndarray:
 
 
 def psnr_of(pred, clean) -> float:
-    """PSNR in dB of one image, as the tables score it (``bench.metrics.psnr``)."""
-    from ...metrics import psnr
+    """PSNR in dB of one image, as the tables score it (``bench.core.metrics.psnr``)."""
+    from bench.core.metrics import psnr
 
     return float(psnr(pred, clean)[0])
 
@@ -199,7 +199,7 @@ class StudyData:
     @property
     def data(self):
         if self._data is None:
-            from ...data import load_data
+            from bench.data import load_data
 
             try:
                 self._data = load_data(self.study.preset.data)
@@ -208,7 +208,7 @@ class StudyData:
         return self._data
 
     def pair(self, split: str, image: str):
-        from ...data.base import as_float
+        from bench.data.base import as_float
 
         for p in self.data.test if split == "test" else self.data.val:
             if p.name == image:
@@ -216,14 +216,14 @@ class StudyData:
         raise Skip(f"image {image!r} is not in the study's {split} data")
 
     def tensors(self, split: str, image: str):
-        from ...evaluate import to_tensor
+        from bench.core.images import to_tensor
 
         noisy, clean = self.pair(split, image)
         return to_tensor(noisy, self.device), to_tensor(clean, self.device)
 
 
 class Models:
-    """The trained network of each row run (``bench.trained.load_model``), loaded once each."""
+    """The trained network of each row run (``bench.inference.trained.load_model``), loaded once each."""
 
     def __init__(self, study: StudyRuns, device: str = "cpu") -> None:
         self.study, self.device = study, device
@@ -232,7 +232,7 @@ class Models:
     def model(self, row: str, seed: int | None = None):
         """A ``TrainedModel`` (network in eval mode on the device, its recipe) of a row's checkpoint:
         the file the run recorded when it is on this machine, else the artifact of the stage run."""
-        from ...trained import load_model
+        from bench.inference.trained import load_model
 
         run = row_run(self.study, row, seed)
         if run.id not in self._models:

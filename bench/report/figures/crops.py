@@ -7,9 +7,24 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runs import RowInfo, StudyRuns
-from .common import (Computed, Models, Skip, StudyData, crop_size, crop_where, metatest_pairs, new_figure, off,
-                     pick_ours, psnr_of, row_run, save, to_hwc, title)
+from bench.report.figures.common import (
+    Computed,
+    Models,
+    Skip,
+    StudyData,
+    crop_size,
+    crop_where,
+    metatest_pairs,
+    new_figure,
+    off,
+    pick_ours,
+    psnr_of,
+    row_run,
+    save,
+    title,
+    to_hwc,
+)
+from bench.report.runs import RowInfo, StudyRuns
 
 NAME, TITLE = "fig3_crops", "Fig. 3: qualitative crops"
 BASELINES = (("ridnet", "RIDNet"), ("mirnet", "MIRNet"))
@@ -45,7 +60,11 @@ def compute(study: StudyRuns, data: StudyData, models: Models) -> Data:
     """Every shown method's prediction of the test image where their PSNRs differ most."""
     import torch
 
-    from ...evaluate import predict
+    from bench.adaptation.registry import for_recipe, from_metatest, get
+    from bench.adaptation.run import adapt_image
+
+    def predict(model, noisy, entry):
+        return adapt_image(entry, model, noisy, diagnostics=False).prediction
 
     ours = pick_ours(study.rows)
     mt = study.row_preset(ours.name).metatest
@@ -69,14 +88,13 @@ def compute(study: StudyRuns, data: StudyData, models: Models) -> Data:
                 continue
             try:
                 t = models.model(r.name, seed)
-                preds.append((label, predict(t.model, noisy, t.recipe, mt, False), ""))
+                preds.append((label, predict(t.model, noisy, get("none")), ""))
             except Skip as e:
                 preds.append((label, None, str(e)))
                 notes.append(f"{label}: panel skipped ({e})")
     t = models.model(ours.name, seed)
-    with torch.no_grad():
-        before = predict(t.model, noisy, t.recipe, mt, False)
-    after = predict(t.model, noisy, t.recipe, mt, True)
+    before = predict(t.model, noisy, get("none"))
+    after = predict(t.model, noisy, for_recipe(from_metatest(mt), t.recipe))
     preds += [("Ours, before adaptation", before, ""), (f"Ours, after adaptation (K={mt.steps})", after, "")]
     gt = to_hwc(clean)
     panels = [Panel(label, None, None, note) if p is None else Panel(label, to_hwc(p), psnr_of(p, clean))

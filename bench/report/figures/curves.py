@@ -5,9 +5,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ... import tags
-from ..runs import StudyRuns
-from .common import Computed, Skip, new_figure, palette, save, title
+from bench.report.figures.common import Computed, Skip, new_figure, palette, save, title
+from bench.report.runs import StudyRuns
+from bench.runtime import tags
 
 NAME, TITLE = "curves", "Training curves"
 

@@ -7,9 +7,21 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runs import StudyRuns
-from .common import (MetaTestView, Models, Skip, StudyData, new_figure, off, pick_ours, row_run, save, to_hwc,
-                     trajectory_image, title)
+from bench.report.figures.common import (
+    MetaTestView,
+    Models,
+    Skip,
+    StudyData,
+    new_figure,
+    off,
+    pick_ours,
+    row_run,
+    save,
+    title,
+    to_hwc,
+    trajectory_image,
+)
+from bench.report.runs import StudyRuns
 
 NAME, TITLE = "fig8_features", "Fig. 8: feature maps before and after adaptation"
 
@@ -26,7 +38,7 @@ class Data(MetaTestView):
 def compute(study: StudyRuns, data: StudyData, models: Models, channels: int = 4) -> Data:
     import torch
 
-    from ...adapt import forward_with, meta_test_iterates
+    from bench.adaptation.inner import forward_with, meta_test_iterates
 
     ours = pick_ours(study.rows)
     mt = study.row_preset(ours.name).metatest

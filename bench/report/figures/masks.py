@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...tracking import artifact_name
-from ..runs import RowInfo, StudyRuns
-from .common import Computed, Skip, StudyData, new_figure, off, row_run, save, title
+from bench.report.figures.common import Computed, Skip, StudyData, new_figure, off, row_run, save, title
+from bench.report.runs import RowInfo, StudyRuns
+from bench.runtime.tracking import artifact_name
 
 NAME, TITLE = "fig5_6_masks", "Figs. 5/6: masks across MTL epochs"
 

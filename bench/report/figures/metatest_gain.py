@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runs import StudyRuns
-from ..stats import paired_test, per_image
-from .common import Computed, Skip, metatest_pairs, new_figure, save, title
+from bench.report.figures.common import Computed, Skip, metatest_pairs, new_figure, save, title
+from bench.report.runs import StudyRuns
+from bench.report.stats import paired_test, per_image
 
 NAME, TITLE = "metatest_gain", "Meta-test gain per image"
 COLORS = {"val": "#0173b2", "test": "#de8f05"}

@@ -1,4 +1,4 @@
-"""Fig. 7: the clean prediction after each of the K meta-test steps (``adapt.meta_test`` with
+"""Fig. 7: the clean prediction after each of the K meta-test steps (``adaptation.run.adapt_image`` with
 ``trajectory=True``), with PSNR per step, for one test image and the PSNR change of every test image."""
 from __future__ import annotations
 
@@ -7,9 +7,24 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runs import StudyRuns
-from .common import (MetaTestView, Models, Skip, StudyData, crop_size, crop_where, new_figure, off, pick_ours,
-                     psnr_of, row_run, save, to_hwc, trajectory_image, title)
+from bench.report.figures.common import (
+    MetaTestView,
+    Models,
+    Skip,
+    StudyData,
+    crop_size,
+    crop_where,
+    new_figure,
+    off,
+    pick_ours,
+    psnr_of,
+    row_run,
+    save,
+    title,
+    to_hwc,
+    trajectory_image,
+)
+from bench.report.runs import StudyRuns
 
 NAME, TITLE = "fig7_steps", "Fig. 7: prediction after each meta-test step"
 
@@ -28,7 +43,8 @@ class Data(MetaTestView):
 def compute(study: StudyRuns, data: StudyData, models: Models, max_images: int = 8) -> Data:
     """The trajectory of the test image with the largest |meta-test gain|, and the PSNR per step of
     the first ``max_images`` test images."""
-    from ...adapt import meta_test
+    from bench.adaptation.registry import for_recipe, from_metatest
+    from bench.adaptation.run import adapt_image
 
     ours = pick_ours(study.rows)
     mt = study.row_preset(ours.name).metatest
@@ -38,9 +54,10 @@ def compute(study: StudyRuns, data: StudyData, models: Models, max_images: int =
     seed = row_run(study, ours.name).seed
     image = trajectory_image(study, ours, seed)
 
+    entry = for_recipe(from_metatest(mt), t.recipe)
+
     def trajectory(noisy):
-        return list(meta_test(t.model, noisy, steps=mt.steps, lr=mt.lr, scope=t.recipe.inner_scope,
-                              aux=t.recipe.aux_loss, optimizer=mt.optimizer, trajectory=True)[:, :1])
+        return list(adapt_image(entry, t.model, noisy, trajectory=True, diagnostics=False).trajectory)
 
     noisy, clean = data.tensors("test", image)
     traj = trajectory(noisy)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runs import StudyRuns
-from ..tta import NONE, row_adapts, scenarios_of
-from .common import Computed, Skip, new_figure, save, title
+from bench.report.figures.common import Computed, Skip, new_figure, save, title
+from bench.report.runs import StudyRuns
+from bench.report.tta import NONE, row_adapts, scenarios_of
 
 NAME, TITLE = "tta_alignment", "TTA gain against gradient alignment"
 MARKERS = "os^Dvx"
@@ -78,7 +78,7 @@ def draw(data: Data, folder: Path) -> list[Path]:
     ax.set_xlabel("alignment cos(∇L_self, ∇L_pri) at step 0")
     ax.set_ylabel("gain over no adaptation [dB]")
     # one key for colour (row) and one for marker (scenario), below the axes: rows × scenarios
-    # entries inside them covered the data
+    # entries inside the axes would cover the data
     key = [Line2D([], [], ls="", marker="o", ms=4, color=colors[r], label=r) for r in rows]
     key += [Line2D([], [], ls="", marker=MARKERS[i % 6], ms=4, color="0.35", label=s) for i, s in enumerate(scenarios)]
     fig.legend(handles=key, loc="outside lower center", ncol=min(4, len(key)), frameon=False, fontsize=6)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..runs import StudyRuns
-from ..stats import paired_test
-from ..tta import NONE, row_adapts, scenarios_of
-from .common import Computed, Skip, new_figure, save, title
+from bench.report.figures.common import Computed, Skip, new_figure, save, title
+from bench.report.runs import StudyRuns
+from bench.report.stats import paired_test
+from bench.report.tta import NONE, row_adapts, scenarios_of
 
 NAME, TITLE = "tta_steps", "TTA gain per step"
 

@@ -1,0 +1,285 @@
+"""The adaptation registry: a test-time adaptation is data, like a method in ``methods/registry.py``.
+
+An entry says which parameters move, on which self-supervised loss, with which optimizer, for how
+many steps at which lr, and which prediction is reported; ``bench.adaptation.run.adapt_image`` is the one
+code path that executes every entry. Entries are listed explicitly below; published
+hyper-parameters are cited in the entry, and a preset changes them through ``entry.with_(...)``.
+
+moves          none (plain forward) | heads (the auxiliary-head networks' two heads; body and mask
+               frozen) | all (every restorer weight) | offset (a per-pixel input offset through tanh,
+               network frozen) | fresh (a new zero-shot network per image) | classical (no learning)
+loss           aux-mask (Alg. 3's L_MaskRec on the auxiliary head) | aux-rec (the unmasked L_rec, for
+               methods meta-trained with it) | zs-n2n (Zero-Shot Noise2Noise) | oracle (L_pri = L1
+               against the clean image: evaluation only) | none
+predict_after  last (after K updates) | before-last (after K−1 updates, as the official TTAID test loop)
+mask_threshold None = the soft mask (Alg. 3 as printed); 0.5 = mask > 0.5 (the official code)
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from bench.adaptation.classical import NLM_DEFAULTS
+from bench.core.errors import ConfigError
+
+Moves = Literal["none", "heads", "all", "offset", "fresh", "classical"]
+Loss = Literal["none", "aux-mask", "aux-rec", "zs-n2n", "oracle"]
+MOVES = ("none", "heads", "all", "offset", "fresh", "classical")
+LOSSES = ("none", "aux-mask", "aux-rec", "zs-n2n", "oracle")
+OPTIMIZERS = ("sgd", "adam")
+PREDICT_AFTER = ("last", "before-last")
+_LEARNED = ("heads", "all", "offset", "fresh")
+_OVERRIDABLE = ("steps", "lr", "optimizer", "mask_threshold", "predict_after", "halve_lr_at")
+
+PAPER = "Gunawan, Nugroho & Park, Test-time Adaptation for Real Image Denoising via Meta-transfer Learning"
+TTAID = "github.com/agusgun/TTAID"
+LAN = "Kim, Kim & Baik, LAN: Learning to Adapt Noise for Image Denoising, CVPR 2024; github.com/chjinny/LAN"
+ZSN2N = ("Mansour & Heckel, Zero-Shot Noise2Noise: Efficient Image Denoising without any Data, CVPR 2023; "
+         "colab.research.google.com/drive/1i82nyizTdszyHkaHBuKPbWnTzao8HF9b")
+
+
+@dataclass(frozen=True)
+class Adaptation:
+    """One test-time adaptation, as data (see the module docstring for the field values)."""
+
+    name: str
+    moves: Moves
+    loss: Loss
+    description: str
+    citation: str
+    optimizer: str | None = None  # sgd | adam; None for entries that do not learn
+    steps: int = 0
+    lr: float = 0.0
+    mask_threshold: float | None = None
+    predict_after: str = "last"
+    halve_lr_at: int | None = None  # StepLR(step_size=n, gamma=0.5): updates after the n-th use lr/2, lr/4 ...
+    evaluation_only: bool = False
+    options: dict[str, Any] = field(default_factory=dict)  # family-specific constants (NLM's)
+
+    @property
+    def learns(self) -> bool:
+        return self.moves in _LEARNED
+
+    @property
+    def requires(self) -> str:
+        """What a model needs for this entry: aux-head+mask | aux-head | restorer | nothing."""
+        if self.loss == "aux-mask":
+            return "aux-head+mask"
+        if self.moves == "heads" or self.loss == "aux-rec":
+            return "aux-head"
+        if self.moves in ("all", "offset", "none") or self.loss == "oracle":
+            return "restorer"
+        return "nothing"
+
+    @property
+    def updates_behind_prediction(self) -> int:
+        """How many updates the reported prediction has seen (K, or K−1 for before-last)."""
+        if not self.learns:
+            return 0
+        return max(self.steps - 1, 0) if self.predict_after == "before-last" else self.steps
+
+    def with_(self, **changes: Any) -> "Adaptation":
+        """A copy with ``steps``/``lr``/``optimizer``/``mask_threshold``/``predict_after``/``halve_lr_at``
+        changed (a preset's budget); anything else, or a value out of range, is a ConfigError."""
+        unknown = sorted(set(changes) - set(_OVERRIDABLE))
+        if unknown:
+            raise ConfigError(f"adaptation {self.name!r}: cannot override {', '.join(unknown)}; "
+                              f"overridable: {', '.join(_OVERRIDABLE)}")
+        if changes and not self.learns:
+            raise ConfigError(f"adaptation {self.name!r} ({self.moves}) has no steps, lr or optimizer to override")
+        out = replace(self, **changes)
+        out.validate()
+        return out
+
+    def validate(self) -> None:
+        where = f"adaptation {self.name!r}"
+        if self.moves not in MOVES:
+            raise ConfigError(f"{where}: moves {self.moves!r}: expected one of {', '.join(MOVES)}")
+        if self.loss not in LOSSES:
+            raise ConfigError(f"{where}: loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
+        if not self.learns:
+            return
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"{where}: optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 0:
+            raise ConfigError(f"{where}: steps {self.steps!r}: expected an integer >= 0")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr < 0:
+            raise ConfigError(f"{where}: lr {self.lr!r}: expected a finite number >= 0")
+        if self.predict_after not in PREDICT_AFTER:
+            raise ConfigError(f"{where}: predict_after {self.predict_after!r}: expected one of {', '.join(PREDICT_AFTER)}")
+        t = self.mask_threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 < t < 1):
+            raise ConfigError(f"{where}: mask_threshold {t!r}: expected none (soft mask) or a number in (0, 1)")
+        h = self.halve_lr_at
+        if h is not None and (isinstance(h, bool) or not isinstance(h, int) or h < 1):
+            raise ConfigError(f"{where}: halve_lr_at {h!r}: expected none or an integer >= 1")
+        if self.loss == "none":
+            raise ConfigError(f"{where}: moves {self.moves!r} needs a loss")
+        if self.loss in ("aux-mask", "aux-rec") and self.moves not in ("heads", "all"):
+            raise ConfigError(f"{where}: loss {self.loss!r} adapts the restorer's heads or weights, not {self.moves!r}")
+
+    def describe(self) -> dict[str, Any]:
+        """One row for ``bench adaptations``: every field plus what a model must have."""
+        row = {"name": self.name, "moves": self.moves, "loss": self.loss, "optimizer": self.optimizer,
+               "steps": self.steps, "lr": self.lr, "description": self.description, "citation": self.citation}
+        rest = {k: v for k, v in asdict(self).items() if k not in row}
+        return {**row, **rest, "requires": self.requires}
+
+
+_ALG3 = Adaptation(
+    "alg3", "heads", "aux-mask",
+    "Alg. 3 as printed: SGD on the two heads, soft-mask L_MaskRec, no λ, output after K updates",
+    f"{PAPER}, Alg. 3", optimizer="sgd", steps=5, lr=1e-5)
+
+_ENTRIES: list[Adaptation] = [
+    Adaptation("none", "none", "none", "no adaptation: the trained network's plain forward pass", PAPER),
+    _ALG3,
+    replace(_ALG3, name="official", optimizer="adam", mask_threshold=0.5, predict_after="before-last",
+            description="the official TTAID test loop: Adam (0.9/0.999) on the heads, mask > 0.5, "
+                        "prediction from before the last update (after K−1)",
+            citation=f"{TTAID} (test loop); {PAPER}"),
+    replace(_ALG3, name="oracle", loss="oracle", evaluation_only=True,
+            description="evaluation-only control: alg3's heads, K and optimizer family stepping on L_pri "
+                        "against the clean image (the bound of what adapting the heads can give)",
+            citation=f"this benchmark (the TTA study's oracle); {PAPER}"),
+    Adaptation("lan-offset", "offset", "zs-n2n",
+               "LAN: frozen restorer, per-pixel input offset y + tanh(φ), φ = 0 at start, ZS-N2N loss on "
+               "the adapted input, Adam lr 5e-4, 20 steps (published)",
+               f"{LAN} (main.py: lr 5e-4, 20 inner steps)", optimizer="adam", steps=20, lr=5e-4),
+    Adaptation("ssl-finetune", "all", "zs-n2n",
+               "self-supervised fine-tuning of every restorer weight on the ZS-N2N loss, Adam lr 5e-6, "
+               "20 steps (LAN's 'finetune' comparison)",
+               f"{LAN} (main.py --method finetune: lr 5e-6)", optimizer="adam", steps=20, lr=5e-6),
+    Adaptation("zs-n2n", "fresh", "zs-n2n",
+               "Zero-Shot Noise2Noise: a fresh 2-layer network (conv3x3 3→48, 48→48, conv1x1 48→3, LeakyReLU "
+               "0.2) trained from scratch on the one noisy image, Adam lr 1e-3, 2,000 steps, lr halved at 1,500",
+               ZSN2N, optimizer="adam", steps=2000, lr=1e-3, halve_lr_at=1500),
+    Adaptation("nlm", "classical", "none",
+               "non-local means (scikit-image denoise_nl_means, fast mode, patch 5, distance 6) with the noise "
+               "sigma estimated per image (estimate_sigma, mean over channels) and h = 0.8·sigma",
+               "Buades, Coll & Morel, A non-local algorithm for image denoising, CVPR 2005; scikit-image "
+               "denoise_nl_means docs (h = 0.8·sigma with sigma given, fast mode) and its NLM gallery example",
+               options=dict(NLM_DEFAULTS)),
+]
+for _e in _ENTRIES:
+    _e.validate()
+
+REGISTRY: dict[str, Adaptation] = {e.name: e for e in _ENTRIES}
+
+
+def names(*, selectable: bool = False) -> list[str]:
+    """Every entry; with ``selectable=True`` only those a user may pick for ``bench denoise``."""
+    return [n for n, e in REGISTRY.items() if not (selectable and e.evaluation_only)]
+
+
+def get(name: str) -> Adaptation:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ConfigError(f"unknown adaptation {name!r}; known adaptations: {', '.join(REGISTRY)}") from None
+
+
+def get_selectable(name: str) -> Adaptation:
+    """``get`` for ``bench denoise --adapt``: evaluation-only entries (the oracle) are refused."""
+    entry = get(name)
+    if entry.evaluation_only:
+        raise ConfigError(f"adaptation {name!r} is evaluation-only (it reads the clean image); "
+                          f"choose one of {', '.join(names(selectable=True))}")
+    return entry
+
+
+def describe() -> list[dict[str, Any]]:
+    """The rows of ``bench adaptations [--json]``."""
+    return [e.describe() for e in REGISTRY.values()]
+
+
+@functools.lru_cache(maxsize=None)
+def _structure(method: str) -> nn.Module:
+    """A registered method's network on the meta device: its structure only, no memory."""
+    import methods
+
+    try:
+        spec = methods.get(method)
+    except KeyError as e:
+        raise ConfigError(e.args[0]) from None
+    with torch.device("meta"):
+        return spec.create()
+
+
+def _model_of(method: str | nn.Module) -> tuple[str, nn.Module]:
+    if isinstance(method, nn.Module):
+        return type(method).__name__, method
+    return method, _structure(method)
+
+
+def capabilities(model: nn.Module) -> set[str]:
+    """What a built model offers the entries: restorer, aux-head (``restorer.head_names``), aux-head+mask."""
+    restorer = getattr(model, "restorer", model)
+    caps = {"nothing", "restorer"}
+    if hasattr(restorer, "head_names"):
+        caps.add("aux-head")
+        if isinstance(getattr(model, "mask_net", None), nn.Module):
+            caps.add("aux-head+mask")
+    return caps
+
+
+_NEEDS = {"aux-head+mask": "an auxiliary head and a mask network", "aux-head": "an auxiliary head",
+          "restorer": "a restorer", "nothing": "nothing"}
+
+
+def has_aux_head(method: str | nn.Module) -> bool:
+    """Whether a method (a registry name or a built model) has an auxiliary head to adapt."""
+    return "aux-head" in capabilities(_model_of(method)[1])
+
+
+def compatible(method: str | nn.Module) -> list[str]:
+    """The entries that can run on a method (a registry name or a built model)."""
+    caps = capabilities(_model_of(method)[1])
+    return [n for n, e in REGISTRY.items() if e.requires in caps]
+
+
+def check_pairing(entry: Adaptation | str, method: str | nn.Module) -> None:
+    """A one-line ConfigError when ``entry`` cannot run on ``method`` (e.g. alg3 on ridnet: no auxiliary head)."""
+    entry = get(entry) if isinstance(entry, str) else entry
+    label, model = _model_of(method)
+    caps = capabilities(model)
+    if entry.requires not in caps:
+        ok = [n for n, e in REGISTRY.items() if e.requires in caps]
+        raise ConfigError(f"adaptation {entry.name!r} cannot run on method {label!r}: it needs "
+                          f"{_NEEDS[entry.requires]}, which {label!r} lacks; compatible: {', '.join(ok)}")
+
+
+def from_metatest(mt: Any) -> Adaptation:
+    """A preset's ``metatest`` section as the entry it names (``variant``: ``alg3`` or ``official``)
+    with its K, lr and optimizer: how Table 2's "with meta-test" row and ``bench denoise`` adapt."""
+    return get(mt.variant).with_(steps=mt.steps, lr=mt.lr, optimizer=mt.optimizer)
+
+
+def bind(entry: Adaptation | str, method: str, recipe: Any = None) -> Adaptation:
+    """The entry as it runs on a registered method: checked, and following ``recipe`` (default: the
+    method's own; see ``for_recipe``)."""
+    entry = get(entry) if isinstance(entry, str) else entry
+    check_pairing(entry, method)
+    import methods
+
+    return for_recipe(entry, recipe if recipe is not None else methods.get(method).recipe)
+
+
+def for_recipe(entry: Adaptation, recipe: Any) -> Adaptation:
+    """The head entries follow a trained model's recipe (``inner_scope: all`` moves every restorer
+    weight; ``aux_loss: rl`` uses the unmasked L_rec); other entries are returned unchanged."""
+    changes: dict[str, Any] = {}
+    if entry.moves == "heads" and recipe.inner_scope == "all":
+        changes["moves"] = "all"
+    if entry.loss == "aux-mask" and recipe.aux_loss == "rl":
+        changes["loss"] = "aux-rec"
+    return replace(entry, **changes) if changes else entry
+
+
+__all__ = ["Adaptation", "REGISTRY", "names", "get", "get_selectable", "describe", "compatible",
+           "check_pairing", "capabilities", "has_aux_head", "bind", "for_recipe", "from_metatest", "MOVES", "LOSSES", "OPTIMIZERS", "PREDICT_AFTER"]

@@ -1,0 +1,272 @@
+"""One code path for every adaptation entry: ``adapt_image(entry, model, noisy, clean=None)``.
+
+The learned families (heads, all weights, input offset, fresh zero-shot network) all run
+``bench.adaptation.inner.run_steps`` on a parameter dict through ``torch.func.functional_call``, so the
+model's own weights are never written. For the multi-task networks the body features (when only
+the heads move) and the mask are computed once per image, frozen, as ``bench.adaptation.inner`` does. The
+classical family runs NLM; ``none`` is the plain forward pass.
+
+Diagnostics per step (the loss, the output change, and with the clean image the float PSNR and the
+gradient alignment) cost extra forward passes; their time is measured and left out of ``seconds``,
+which is the adaptation's own wall time (``seconds_total`` includes them).
+"""
+from __future__ import annotations
+
+import functools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad
+
+from bench.adaptation.classical import nlm_denoise
+from bench.adaptation.inner import Params, forward_with, inner_parameters, run_steps
+from bench.adaptation.registry import Adaptation, check_pairing
+from bench.adaptation.zsn2n import zero_shot_net, zsn2n_loss
+from bench.core.losses import aux_loss, l1
+from bench.core.metrics import psnr_float
+from bench.core.probe import MemoryProbe, sync
+
+
+@dataclass
+class AdaptResult:
+    """What one adaptation of one image produced and cost.
+
+    losses       the entry's own loss at θ0 … θK (empty for entries that do not learn)
+    delta_grey   mean |pred(θt+1) − pred(θt)| × 255 for t = 0 … K−1 (grey levels)
+    psnr         float PSNR (output clamped to [0, 1], not quantized) of pred(θ0) … pred(θK); one value
+                 for entries that do not learn; empty without ``clean``
+    alignment    cos(∇L_self, ∇L_pri) over the adapted parameters at θ0 (needs ``clean``)
+    seconds      wall time of the adaptation and its prediction, diagnostics excluded
+    peak_mib     CUDA: peak allocated minus allocated before; CPU: growth of the process's RSS peak
+                 (VmHWM); None where it cannot be measured
+    trajectory   (K+1, 1, 3, H, W) predictions of every iterate, with ``trajectory=True``
+    moved        the names of the parameters the adaptation updated (restorer-relative for heads/all,
+                 ``offset`` for LAN, the zero-shot network's own names for fresh)
+    """
+
+    prediction: Tensor
+    updates: int
+    losses: list[float] = field(default_factory=list)
+    delta_grey: list[float] = field(default_factory=list)
+    psnr: list[float] = field(default_factory=list)
+    alignment: float | None = None
+    seconds: float = 0.0
+    seconds_total: float = 0.0
+    peak_mib: float | None = None
+    memory_kind: str = ""
+    trajectory: Tensor | None = None
+    moved: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _first(out: Tensor | tuple[Tensor, ...]) -> Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _cosine(a: Params, b: Params) -> float:
+    dot = sum((a[k].double() * b[k].double()).sum() for k in a)
+    na = math.sqrt(sum(a[k].double().pow(2).sum() for k in a))
+    nb = math.sqrt(sum(b[k].double().pow(2).sum() for k in b))
+    return float(dot / (na * nb)) if na > 0 and nb > 0 else math.nan
+
+
+class _Problem:
+    """The parameters an entry moves, its prediction, its own loss and L_pri, as functions of a dict."""
+
+    def __init__(self, entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor | None, seed: int):
+        self.entry, self.noisy, self.clean = entry, noisy, clean
+        self.restorer = getattr(model, "restorer", model)
+        self.features: Tensor | None = None
+        self.mask: Tensor | None = None
+        self.net: nn.Module | None = None
+        if entry.moves == "heads":
+            self.params = {k: p.detach() for k, p in inner_parameters(self.restorer, "heads").items()}
+            self.features = self.restorer.body(noisy)  # frozen: computed once (the caller holds no_grad)
+        elif entry.moves == "all":
+            self.params = {k: p.detach() for k, p in self.restorer.named_parameters()}
+        elif entry.moves == "offset":
+            self.params = {"offset": torch.zeros_like(noisy)}
+        elif entry.moves == "fresh":
+            self.net = zero_shot_net(seed, noisy.device, noisy.dtype)
+            self.params = {k: p.detach() for k, p in self.net.named_parameters()}
+        else:
+            raise ValueError(f"adaptation {entry.name!r} ({entry.moves}) does not learn")
+        if entry.loss == "aux-mask":
+            mask = model.mask_net(noisy)
+            t = entry.mask_threshold
+            self.mask = mask if t is None else (mask > t).to(mask.dtype)
+
+    def input(self, p: Params) -> Tensor:
+        return self.noisy + torch.tanh(p["offset"]) if self.entry.moves == "offset" else self.noisy
+
+    def denoise(self, p: Params, x: Tensor) -> Tensor:
+        """The denoiser with parameters ``p`` on any input ``x`` (no cached features)."""
+        if self.net is not None:
+            return x - functional_call(self.net, p, (x,))
+        if self.entry.moves == "offset":
+            return _first(self.restorer(x))
+        return _first(functional_call(self.restorer, p, (x,)))
+
+    def restore(self, p: Params) -> Tensor | tuple[Tensor, Tensor]:
+        """The restorer's output on this image (body features reused when only the heads move)."""
+        return forward_with(self.restorer, p, self.noisy, self.features)
+
+    def predict(self, p: Params) -> Tensor:
+        if self.entry.moves in ("heads", "all"):
+            return _first(self.restore(p))
+        return self.denoise(p, self.input(p))
+
+    def pri_loss(self, p: Params) -> Tensor:
+        if self.clean is None:
+            raise ValueError("L_pri needs the clean image")
+        return l1(self.predict(p), self.clean)
+
+    def self_loss(self, p: Params) -> Tensor:
+        loss = self.entry.loss
+        if loss in ("aux-mask", "aux-rec"):
+            return aux_loss(self.restore(p)[1], self.noisy, self.mask)
+        if loss == "zs-n2n":
+            return zsn2n_loss(lambda x: self.denoise(p, x), self.input(p))
+        if loss == "oracle":
+            return self.pri_loss(p)
+        raise ValueError(f"adaptation {self.entry.name!r}: no loss {loss!r}")
+
+
+class _Clock:
+    """Wall time of the whole call and, separately, of the diagnostic blocks inside it."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device, self.diag = device, 0.0
+
+    def __enter__(self) -> "_Clock":
+        sync(self.device)
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        sync(self.device)
+        self.total = time.perf_counter() - self.start
+
+    def diagnostic(self, fn: Callable[[], Any]) -> Any:
+        sync(self.device)
+        t0 = time.perf_counter()
+        out = fn()
+        sync(self.device)
+        self.diag += time.perf_counter() - t0
+        return out
+
+
+@functools.cache
+def _warm_up() -> None:
+    """torch.func's first ``grad`` imports torch._dynamo and sympy (seconds, once per process): done
+    before any clock starts, so the first image's measured time is the adaptation's own."""
+    grad(lambda x: (x * x).sum())(torch.ones(1))
+
+
+def adapt_image(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor | None = None, *,
+                trajectory: bool = False, diagnostics: bool = True, seed: int = 0) -> AdaptResult:
+    """Adapt to one noisy image (1, 3, H, W) as ``entry`` says and predict it.
+
+    ``clean`` (evaluation only) adds the float PSNR per step and the gradient alignment at step 0;
+    the oracle entry needs it. ``diagnostics=False`` skips the per-step output change and PSNR
+    (the losses are free and always kept). ``seed`` initialises the zero-shot network. The model's
+    parameters and buffers are never modified.
+    """
+    if noisy.dim() != 4 or noisy.shape[0] != 1:
+        raise ValueError(f"adapt_image takes one image (1, C, H, W), got shape {tuple(noisy.shape)}")
+    check_pairing(entry, model)
+    if entry.loss == "oracle" and clean is None:
+        raise ValueError(f"adaptation {entry.name!r} steps on the clean image: pass clean")
+    if entry.learns:
+        _warm_up()
+    probe = MemoryProbe(noisy.device)
+    with probe, _Clock(noisy.device) as clock, torch.no_grad():
+        if entry.learns:
+            result = _learned(entry, model, noisy, clean, clock, trajectory, diagnostics, seed)
+        elif entry.moves == "classical":
+            result = _classical(entry, noisy)
+        else:
+            result = AdaptResult(prediction=model(noisy), updates=0)
+        if not entry.learns:
+            if clean is not None:
+                result.psnr = [clock.diagnostic(lambda: float(psnr_float(result.prediction[0], clean[0])))]
+            if trajectory:
+                result.trajectory = result.prediction[None]
+    result.seconds_total = clock.total
+    result.seconds = clock.total - clock.diag
+    result.peak_mib = probe.over
+    result.memory_kind = ("cuda-allocated" if noisy.device.type == "cuda" else "rss-peak-growth") \
+        if probe.over is not None else "unavailable"
+    return result
+
+
+def _classical(entry: Adaptation, noisy: Tensor) -> AdaptResult:
+    image = noisy[0].permute(1, 2, 0).double().cpu().numpy()
+    out, sigma = nlm_denoise(image, **entry.options)
+    pred = torch.from_numpy(out).permute(2, 0, 1)[None].to(device=noisy.device, dtype=noisy.dtype)
+    return AdaptResult(prediction=pred, updates=0, extra={"sigma": sigma, **entry.options})
+
+
+def _learned(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor | None, clock: _Clock,
+             trajectory: bool, diagnostics: bool, seed: int) -> AdaptResult:
+    problem = _Problem(entry, model, noisy, clean, seed)
+    k = entry.steps
+    before_last = entry.predict_after == "before-last" and k > 0
+    want_preds = diagnostics or trajectory
+    losses: list[Tensor] = []
+    deltas: list[float] = []
+    psnrs: list[float] = []
+    kept: list[Tensor] = []  # every iterate's prediction, only with trajectory=True
+    previous: list[Tensor] = []  # the last iterate's prediction (for the output change)
+    chosen: list[Tensor] = []
+    alignment: list[float] = []
+
+    def record(pred: Tensor) -> None:
+        """Per-iterate diagnostics, computed on the fly so that long runs hold one prediction."""
+        if diagnostics:
+            if previous:
+                deltas.append(float((pred - previous.pop()).abs().mean()) * 255)
+            previous.append(pred)
+            if clean is not None:
+                psnrs.append(float(psnr_float(pred[0], clean[0])))
+        if trajectory:
+            kept.append(pred)
+
+    def see(p: Params, reported: bool) -> Tensor | None:
+        """An iterate's prediction: real work when it is the reported one, else a diagnostic."""
+        if reported:
+            pred = problem.predict(p)
+            if want_preds:
+                clock.diagnostic(lambda: record(pred))
+            return pred
+        if want_preds:
+            clock.diagnostic(lambda: record(problem.predict(p)))
+        return None
+
+    def align(p: Params, g_self: Params) -> None:
+        g_pri = grad(problem.pri_loss)(p)
+        alignment.append(_cosine(g_self, {n: g.detach() for n, g in g_pri.items()}))
+
+    def on_step(t: int, p: Params, value: Tensor, g: Params) -> None:
+        losses.append(value)
+        if t == 0 and clean is not None:
+            clock.diagnostic(lambda: align(p, g))
+        pred = see(p, reported=before_last and t == k - 1)
+        if pred is not None:
+            chosen.append(pred)
+
+    last = run_steps(problem.self_loss, problem.params, steps=k, lr=entry.lr, optimizer=entry.optimizer,
+                     on_step=on_step, halve_lr_at=entry.halve_lr_at, keep="last")[0]
+    if k == 0 and clean is not None:
+        clock.diagnostic(lambda: align(last, {n: g.detach() for n, g in grad(problem.self_loss)(last).items()}))
+    final = see(last, reported=not before_last)
+    prediction = chosen[0] if before_last else final
+    losses.append(clock.diagnostic(lambda: problem.self_loss(last)))
+    return AdaptResult(prediction=prediction, updates=entry.updates_behind_prediction,
+                       losses=clock.diagnostic(lambda: [float(v) for v in losses]), delta_grey=deltas, psnr=psnrs,
+                       alignment=alignment[0] if alignment else None,
+                       trajectory=torch.stack(kept) if trajectory else None, moved=list(problem.params))

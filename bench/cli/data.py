@@ -1,0 +1,222 @@
+"""``bench data check`` and ``bench data preview``: what data a preset needs, and how it looks."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bench.core.errors import BenchError
+
+data_app = typer.Typer(no_args_is_help=True, help="Inspect the data sets a preset uses.")
+console = Console(width=None if __import__("sys").stdout.isatty() else 150)
+
+DataRootOpt = typer.Option(None, "--data-root", help="Root of the real data sets "
+                                                       "(default: $TTAID_DATA_ROOT or ./datasets).")
+PAPER_SETS = ("div2k-train", "div2k-valid", "sidd-small", "polyu", "nam")
+
+
+def _fmt(hw) -> str:
+    return "—" if hw is None else f"{hw[0]}×{hw[1]}"
+
+
+@data_app.command("check")
+def check(preset: str = typer.Option("quick", help="Preset whose data to check."),
+          data_root: Optional[Path] = DataRootOpt) -> None:
+    """List each data set the preset needs: found, pairs, sizes, and where a missing one goes."""
+    from bench.core.config import load_preset
+    from bench.data import camera, embedded
+    from bench.data.real import check as check_real
+    from bench.data.real import data_root as resolve_root
+
+    cfg = load_preset(preset).data
+    table = Table(title=f"data for preset {preset!r} ({cfg.source})", title_justify="left")
+    for col in ("set", "status", "pairs", "smallest", "largest", "noise / where"):
+        table.add_column(col, justify="right" if col in ("pairs", "smallest", "largest") else "left")
+    missing = 0
+    if cfg.source == "embedded":
+        noise = {"pretrain": cfg.pretrain_noise, "train": ", ".join(cfg.train_noise),
+                 "val": ", ".join(cfg.train_noise), "test": cfg.test_noise}
+        for split in embedded.SPLITS:
+            pairs = embedded.clean_images(split)
+            sizes = sorted((p.clean.shape[:2] for p in pairs), key=lambda hw: hw[0] * hw[1])
+            table.add_row(f"embedded/{split}", "[green]bundled[/]", str(len(pairs)), _fmt(sizes[0]),
+                          _fmt(sizes[-1]), f"{noise[split]}: {', '.join(p.name for p in pairs)}")
+        from bench.data.scenarios import scenario_names
+
+        table.caption = (f"camera profiles: {', '.join(camera.profiles())}; scenarios: {', '.join(scenario_names())} "
+                         "(bench data scenarios); `bench data preview NAME` to look")
+    else:
+        root = resolve_root(data_root or cfg.root)
+        for row in check_real(root, PAPER_SETS):
+            ok = row["found"] and not row["error"]
+            missing += not ok
+            status = "[green]found[/]" if ok else ("[red]missing[/]" if not row["found"] else "[red]broken[/]")
+            table.add_row(row["name"], status, str(row["pairs"]), _fmt(row["min_size"]), _fmt(row["max_size"]),
+                          row["path"] if ok else row["error"])
+        table.caption = f"data root: {root} (layouts: datasets/README.md)"
+    console.print(table)
+    if missing:
+        raise typer.Exit(1)
+
+
+ScenariosOpt = typer.Option(None, "--scenarios", help="A YAML of scenarios merged over the defaults "
+                                                       "(studies/scenarios.yaml).")
+
+
+@data_app.command("preview")
+def preview(name: str = typer.Argument(..., help="An embedded split (pretrain, train, val, test), "
+                                                 "'profiles', a scenario (in-distribution, camera-shift, "
+                                                 "strong-shift …) or a real set name (sidd-small, polyu, nam …)."),
+            preset: str = typer.Option("quick", help="Preset whose data settings to use."),
+            n: int = typer.Option(4, min=1, max=16, help="Number of pairs to show."),
+            crop: int = typer.Option(128, min=16, help="Size of the center crop shown."),
+            out: Optional[Path] = typer.Option(None, help="PNG to write (default reports/preview-NAME.png)."),
+            data_root: Optional[Path] = DataRootOpt,
+            split: str = typer.Option("test", help="For a scenario: its val or test instances."),
+            scenarios_file: Optional[Path] = ScenariosOpt) -> None:
+    """Write a PNG grid of noisy / clean pairs (or of every camera profile on one image).
+
+    For a scenario: n of its paired instances spread over the photographs, tiles and draws, each
+    with its camera and the noisy input's PSNR."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bench.core.config import load_preset
+    from bench.data import camera, center_crop, embedded, load_data
+    from bench.data.base import as_float
+    from bench.data.real import SETS
+    from bench.data.real import data_root as resolve_root
+    from bench.data.scenarios import instances, load_scenarios
+
+    cfg = load_preset(preset).data
+    scenarios = load_scenarios(scenarios_file)
+    rng = np.random.default_rng(cfg.eval_seed)
+    if name == "profiles":
+        clean = center_crop(embedded.clean_images("test")[0].clean, crop)
+        panels = [("clean", clean, "")] + [
+            (p, camera.simulate(clean, p, rng), "") for p in camera.profiles()]
+        rows = [panels]
+    else:
+        if name in embedded.SPLITS:
+            if name in ("val", "test"):
+                data = load_data(cfg)
+                pairs = getattr(data, name)
+            else:
+                noise = cfg.pretrain_noise if name == "pretrain" else cfg.train_noise[0]
+                from bench.data.noise import noise_model
+
+                pairs = [type(p)(f"{p.name}/{noise}", p.clean, noise_model(noise)(center_crop(p.clean, 10**6), rng))
+                         for p in embedded.clean_images(name)]
+        elif name in scenarios:
+            sc = scenarios[name]
+            every = instances(sc, split, cfg.eval_seed)
+            pairs = [every[i] for i in sorted({int(i) for i in np.round(np.linspace(0, len(every) - 1, n))})]
+            cams = {p.name: sc.camera(int(p.name.rsplit("/d", 1)[1])).name for p in pairs}
+        elif name in SETS:
+            pairs = SETS[name].load(resolve_root(data_root or cfg.root))
+        else:
+            raise BenchError(f"bench data preview {name!r}: unknown name; expected one of "
+                             f"{', '.join([*embedded.SPLITS, 'profiles', *scenarios, *SETS])}")
+        rows = []
+        for p in pairs[:n]:
+            c = as_float(center_crop(p.clean, crop))
+            if p.noisy is None:
+                from bench.data.noise import noise_model
+
+                z = noise_model(cfg.pretrain_noise)(c, rng)
+            else:
+                z = as_float(center_crop(p.noisy, crop))
+            psnr = 10 * np.log10(1.0 / max(float(np.mean((z - c) ** 2)), 1e-12))
+            cam = f"{cams[p.name]}, " if name in scenarios else ""
+            rows.append([(f"{p.name} noisy", z, f"{cam}{psnr:.2f} dB"), (f"{p.name} clean", c, "")])
+    cols = max(len(r) for r in rows)
+    fig, axes = plt.subplots(len(rows), cols, figsize=(2.6 * cols, 2.8 * len(rows)), squeeze=False)
+    for r, row in enumerate(rows):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(row):
+                title, img, sub = row[c]
+                ax.imshow(np.clip(img, 0, 1))
+                ax.set_title(f"{title}\n{sub}" if sub else title, fontsize=8)
+    where = f"{split}, {len(every)} instances" if name in scenarios else f"preset {preset}"
+    fig.suptitle(f"bench data preview {name} ({where}, center crop {crop})", fontsize=10)
+    fig.tight_layout()
+    path = out or Path("reports") / f"preview-{name}.png"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        raise BenchError(f"--out {path}: cannot write ({e.strerror})") from None
+    finally:
+        plt.close(fig)
+    console.print(f"wrote {path}")
+
+
+@data_app.command("scenarios")
+def scenarios_cmd(strength: bool = typer.Option(False, "--strength", help="Also measure each scenario's noise "
+                                                "against the training cameras on the same tiles (seconds)."),
+                  split: str = typer.Option("test", help="Split whose instances --strength measures (val or test)."),
+                  preset: str = typer.Option("quick", help="Preset whose eval_seed fixes the noise and whose "
+                                                               "tta section sizes the instances (as bench run tta)."),
+                  scenarios_file: Optional[Path] = ScenariosOpt,
+                  as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the scenarios of the TTA study: cameras, paired instances per split and, with --strength,
+    how far each one's noise lies from the training cameras'."""
+    import dataclasses
+    import json
+
+    from bench.core.config import load_preset
+    from bench.data.scenarios import instance_count, load_scenarios, shift_strength, sized
+
+    scenarios = load_scenarios(scenarios_file)
+    cfg = load_preset(preset)
+    eval_seed = cfg.data.eval_seed
+    records, training = [], {}
+    for sc in (sized(s, cfg.tta) for s in scenarios.values()):
+        rec = {"name": sc.name, "description": sc.description, "cameras": [s.label() for s in sc.noise],
+               "tile": sc.tile, "tiles": sc.tiles, "draws": sc.draws,
+               "instances": {s: instance_count(sc, s) for s in ("val", "test")}}
+        if strength:
+            own, *train = shift_strength(sc, split, eval_seed)
+            noisiest = max(train, key=lambda t: t.noise_std)
+            rec["strength"] = dataclasses.asdict(own)
+            rec["training"] = [dataclasses.asdict(t) for t in train]
+            rec["noise_std_ratio"] = own.noise_std / noisiest.noise_std  # against the noisiest training camera
+            rec["psnr_drop_db"] = noisiest.psnr_mean - own.psnr_mean
+            for t in train:
+                training.setdefault((t.label, t.n, round(t.psnr_mean, 6)), t)
+        records.append(rec)
+    if as_json:
+        typer.echo(json.dumps({"split": split, "eval_seed": eval_seed, "scenarios": records}, indent=2))
+        return
+    table = Table(title="scenarios" + (f" ({split}, eval_seed {eval_seed})" if strength else ""),
+                  title_justify="left")
+    cols = ["scenario", "cameras", "val", "test"]
+    cols += ["input PSNR dB", "noise std (grey)", "vs noisiest training camera"] if strength else ["description"]
+    numeric = ("val", "test", "input PSNR dB", "noise std (grey)")
+    for col in cols:
+        table.add_column(col, justify="right" if col in numeric else "left")
+    for rec in records:
+        row = [rec["name"], ", ".join(rec["cameras"]), str(rec["instances"]["val"]), str(rec["instances"]["test"])]
+        if strength:
+            s = rec["strength"]
+            row += [f"{s['psnr_mean']:.2f} ± {s['psnr_sd']:.2f}", f"{s['noise_std']:.1f} [{s['noise_std_min']:.1f}, "
+                    f"{s['noise_std_max']:.1f}]", f"{rec['noise_std_ratio']:.2f}× std, {-rec['psnr_drop_db']:+.2f} dB"]
+        else:
+            row.append(rec["description"])
+        table.add_row(*row)
+    for t in training.values():
+        n_val, n_test = (str(t.n), "") if split == "val" else ("", str(t.n))
+        table.add_row(f"[dim]{t.label}[/]", ", ".join(t.cameras), n_val, n_test,
+                      f"{t.psnr_mean:.2f} ± {t.psnr_sd:.2f}", f"{t.noise_std:.1f} [{t.noise_std_min:.1f}, {t.noise_std_max:.1f}]", "[dim]reference[/]")
+    if strength:
+        table.caption = ("noisy input vs clean over each scenario's instances; training cameras on the same tiles, "
+                         "draws and random streams")
+    console.print(table)

@@ -1,0 +1,2 @@
+"""Where runs live and how processes share them: MLflow tracking, checkpoints, the Optuna trial
+queue, worker processes, study names and run tags."""

@@ -1,0 +1,69 @@
+"""One planned row × seed: train (or reuse) its stages, choose its adaptation's values on validation
+if it has a ``select:`` grid, and score it with the one evaluator."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import mlflow
+import torch
+
+from bench.adaptation.evaluate import Target, evaluate, row_metrics
+from bench.adaptation.registry import Adaptation
+from bench.adaptation.select import adaptations_needed, choose
+from bench.core.progress import stage_progress
+from bench.data import DataBundle
+from bench.studies.plan import RowPlan
+from bench.training.stages import StageCache, train_stages
+
+
+@dataclass
+class RowResult:
+    metrics: dict[str, float]  # mean per split (and scenario) of each per-instance column, e.g. "test/psnr"
+    images: list[dict]  # tidy per-instance rows
+    params: dict[str, int]
+    checkpoint: Path  # the last stage's checkpoint (``model``, ``payload``, ``run_id``, ``history``)
+    checkpoint_run: str  # the stage run that trained that checkpoint (its ``run_id``)
+    adaptation: Adaptation  # the entry the row ran (after a ``select:`` choice)
+    selection: list[dict] = field(default_factory=list)  # one record per ``select:`` candidate (validation)
+    objective_key: str = "val/psnr"
+
+    @property
+    def objective(self) -> float:
+        """The trial's value (``RowPlan.objective_key``); 0.0 for a TTA row that scored no validation
+        split (studies read the logged rows, never this value)."""
+        return float(self.metrics.get(self.objective_key, self.metrics.get("val/psnr", 0.0)))
+
+
+def run_row(plan: RowPlan, data: DataBundle, seed: int, device: torch.device, cache: StageCache, exp_id: str,
+            quiet: bool = False, on_validate: Callable | None = None, targets: Sequence[Target] | None = None,
+            select_pairs: Sequence | None = None) -> RowResult:
+    """Train or reuse the plan's stages, then score the model with the plan's entry on ``targets``
+    (default: the data's validation images for the plan's stage, and its test images). With a
+    ``select:`` grid the entry's values are first chosen on ``select_pairs`` (default: those
+    validation images); test instances play no part in that choice."""
+    torch.manual_seed(seed)
+    model = plan.method.create().to(device)
+    stages = plan.stages(data.key, seed)
+    trained_in = train_stages(stages, plan.method, model, plan.preset, data, cache, exp_id, device, seed, quiet,
+                              on_validate, plan.validation)
+    val = getattr(data, plan.val_split)
+    active = mlflow.active_run()
+    label = f"{active.info.run_name}: " if active else ""
+    entry, selection = plan.entry, []
+    if plan.select:
+        pairs = select_pairs if select_pairs is not None else val
+        with stage_progress(adaptations_needed(entry, plan.select, len(pairs)), f"{label}select {entry.name} on val",
+                            quiet) as advance:
+            entry, selection = choose(model, entry, plan.select, pairs, device, seed, progress=advance)
+    targets = targets if targets is not None else [Target("val", "", val), Target("test", "", data.test)]
+    with stage_progress(sum(len(t.pairs) for t in targets), f"{label}adapt ({entry.name})", quiet) as advance:
+        rows = evaluate(model, entry, targets, device, seed, progress=advance)
+    images = [{**r, "metatest": entry.learns} for r in rows]
+    last = stages[-1]
+    return RowResult(row_metrics(images), images, plan.method.with_recipe(metatest=plan.metatest).param_counts(model),
+                     cache.path(last.name, last.key), trained_in, entry, selection, plan.objective_key)
+
+
+__all__ = ["RowResult", "run_row"]
