@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import typer
+from typer._click.exceptions import NoArgsIsHelpError
 
 from bench.cli.app import app, err_console
 from bench.cli.data import data_app
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: turns bad input into one line on stderr and exit code 2."""
     try:
         keep_freed_memory()
-        code = app(args=argv, standalone_mode=False)  # an Exit(n) inside a command comes back as n
+        code = app(args=argv, prog_name="bench", standalone_mode=False)  # an Exit(n) inside a command comes back as n
         if isinstance(code, int) and code:
             sys.exit(code)
     except BenchError as e:
@@ -35,6 +36,11 @@ def main(argv: list[str] | None = None) -> None:
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("aborted", style="red")
         sys.exit(130)
+    except NoArgsIsHelpError as e:  # bare `bench` (or `bench data`): the help, which is no error
+        text = e.format_message()  # empty where rich has printed it already
+        if text.strip():
+            typer.echo(text)
+        sys.exit(0)
     except typer.TyperException as e:  # usage errors: unknown option, missing argument, bad type
         msg = e.format_message() if hasattr(e, "format_message") else str(e)
         err_console.print(f"error: {' '.join(msg.split())}", style="red", highlight=False, markup=False,

@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bench.cli.app import shown_path
+from bench.cli.options import preset_option
 from bench.core.errors import BenchError
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect the data sets a preset uses.")
@@ -24,15 +26,16 @@ def _fmt(hw) -> str:
 
 
 @data_app.command("check")
-def check(preset: str = typer.Option("quick", help="Preset whose data to check."),
+def check(preset: str = preset_option("quick", "Preset whose data to check"),
           data_root: Optional[Path] = DataRootOpt) -> None:
     """List each data set the preset needs: found, pairs, sizes, and where a missing one goes."""
     from bench.core.config import load_preset
+
+    cfg = load_preset(preset).data  # before the data modules (and torch) load
     from bench.data import camera, embedded
     from bench.data.real import check as check_real
     from bench.data.real import data_root as resolve_root
 
-    cfg = load_preset(preset).data
     table = Table(title=f"data for preset {preset!r} ({cfg.source})", title_justify="left")
     for col in ("set", "status", "pairs", "smallest", "largest", "noise / where"):
         table.add_column(col, justify="right" if col in ("pairs", "smallest", "largest") else "left")
@@ -57,7 +60,7 @@ def check(preset: str = typer.Option("quick", help="Preset whose data to check."
             status = "[green]found[/]" if ok else ("[red]missing[/]" if not row["found"] else "[red]broken[/]")
             table.add_row(row["name"], status, str(row["pairs"]), _fmt(row["min_size"]), _fmt(row["max_size"]),
                           row["path"] if ok else row["error"])
-        table.caption = f"data root: {root} (layouts: datasets/README.md)"
+        table.caption = f"data root: {shown_path(root)} (layouts: datasets/README.md)"
     console.print(table)
     if missing:
         raise typer.Exit(1)
@@ -71,7 +74,7 @@ ScenariosOpt = typer.Option(None, "--scenarios", help="A YAML of scenarios merge
 def preview(name: str = typer.Argument(..., help="An embedded split (pretrain, train, val, test), "
                                                  "'profiles', a scenario (in-distribution, camera-shift, "
                                                  "strong-shift …) or a real set name (sidd-small, polyu, nam …)."),
-            preset: str = typer.Option("quick", help="Preset whose data settings to use."),
+            preset: str = preset_option("quick", "Preset whose data settings to use"),
             n: int = typer.Option(4, min=1, max=16, help="Number of pairs to show."),
             crop: int = typer.Option(128, min=16, help="Size of the center crop shown."),
             out: Optional[Path] = typer.Option(None, help="PNG to write (default reports/preview-NAME.png)."),
@@ -82,19 +85,20 @@ def preview(name: str = typer.Argument(..., help="An embedded split (pretrain, t
 
     For a scenario: n of its paired instances spread over the photographs, tiles and draws, each
     with its camera and the noisy input's PSNR."""
+    from bench.core.config import load_preset
+
+    cfg = load_preset(preset).data  # before matplotlib and the data modules (torch) load
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from bench.core.config import load_preset
     from bench.data import camera, center_crop, embedded, load_data
     from bench.data.base import as_float
     from bench.data.real import SETS
     from bench.data.real import data_root as resolve_root
     from bench.data.scenarios import instances, load_scenarios
 
-    cfg = load_preset(preset).data
     scenarios = load_scenarios(scenarios_file)
     rng = np.random.default_rng(cfg.eval_seed)
     if name == "profiles":
@@ -156,15 +160,21 @@ def preview(name: str = typer.Argument(..., help="An embedded split (pretrain, t
         raise BenchError(f"--out {path}: cannot write ({e.strerror})") from None
     finally:
         plt.close(fig)
-    console.print(f"wrote {path}")
+    if name in SETS and name not in embedded.SPLITS and name not in scenarios:
+        root = f" (data root {shown_path(resolve_root(data_root or cfg.root))})"
+    elif cfg.source == "paper" and name in ("val", "test"):  # load_data reads the preset's root
+        root = f" (data root {shown_path(resolve_root(cfg.root))})"
+    else:
+        root = ""
+    console.print(f"wrote {path}{root}", highlight=False)
 
 
 @data_app.command("scenarios")
 def scenarios_cmd(strength: bool = typer.Option(False, "--strength", help="Also measure each scenario's noise "
                                                 "against the training cameras on the same tiles (seconds)."),
                   split: str = typer.Option("test", help="Split whose instances --strength measures (val or test)."),
-                  preset: str = typer.Option("quick", help="Preset whose eval_seed fixes the noise and whose "
-                                                               "tta section sizes the instances (as bench run tta)."),
+                  preset: str = preset_option("quick", "Preset whose eval_seed fixes the noise and whose tta "
+                                                       "section sizes the instances (as bench run tta)"),
                   scenarios_file: Optional[Path] = ScenariosOpt,
                   as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List the scenarios of the TTA study: cameras, paired instances per split and, with --strength,
@@ -173,10 +183,11 @@ def scenarios_cmd(strength: bool = typer.Option(False, "--strength", help="Also 
     import json
 
     from bench.core.config import load_preset
+
+    cfg = load_preset(preset)  # before the data modules (torch) load
     from bench.data.scenarios import instance_count, load_scenarios, shift_strength, sized
 
     scenarios = load_scenarios(scenarios_file)
-    cfg = load_preset(preset)
     eval_seed = cfg.data.eval_seed
     records, training = [], {}
     for sc in (sized(s, cfg.tta) for s in scenarios.values()):

@@ -110,7 +110,12 @@ def denoise_files(opts: DenoiseOptions, console) -> dict[str, Any]:
         how = "plain forward pass: this network has no auxiliary head to adapt"
         if opts.steps:
             how += f" (--adapt-steps {opts.steps} ignored)"
-    _say(console, f"model: {den.arch} from {den.source}; {how}; device {den.device}")
+    home = ""
+    if opts.checkpoint is None:  # a run or a study row: found in the home's store (or $MLFLOW_TRACKING_URI's)
+        from bench.core.home import Home
+
+        home = f"; home {Home.resolve(opts.home).root.expanduser().resolve()}"
+    _say(console, f"model: {den.arch} from {den.source}; {how}; device {den.device}{home}")
     for flag, wanted, ok in (("--save-mask", opts.save_mask, den.has_mask),
                              ("--save-steps", opts.save_steps, adapting)):
         if wanted and not ok:

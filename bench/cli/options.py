@@ -14,16 +14,36 @@ from typing import Any, Callable, Optional
 
 import typer
 
+from bench.core.config import PRESETS_FILE, preset_names
+from bench.core.device import CHOICES as DEVICE_CHOICES
 from bench.core.errors import BenchError
 from bench.core.home import Home
+from bench.runtime.urls import DRIVERS, check_storage
 from bench.studies.ablate import ABLATIONS
 
 HOME = typer.Option(None, "--home", help="Where studies, caches and the local MLflow store live "
                                          "(default: $BENCH_HOME or ./.bench).")
-PRESET = typer.Option("quick", "--preset", help="smoke | quick | paper (studies/presets.yaml).")
+
+
+def preset_choices() -> str:
+    """The preset names, as presets.yaml lists them (help text: never a hand-written list)."""
+    try:
+        return " | ".join(preset_names())
+    except BenchError:  # a malformed presets.yaml: the command that loads a preset says what is wrong
+        return f"a preset of {PRESETS_FILE}"
+
+
+def preset_option(default: str | None = "quick", what: str = "Preset") -> Any:
+    """A ``--preset`` option whose help lists the presets of presets.yaml."""
+    return typer.Option(default, "--preset", help=f"{what}: {preset_choices()} (studies/presets.yaml; "
+                                                  f"`bench presets` describes them).")
+
+
+PRESET = preset_option()
 SET = typer.Option([], "--set", help="Override a preset value, e.g. finetune.epochs=3.")
-DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N.")
-STORAGE = typer.Option(None, "--storage", help="Optuna storage URL (default: a journal file in --home).")
+DEVICE = typer.Option("auto", "--device", help=f"One of: {DEVICE_CHOICES}.")
+STORAGE = typer.Option(None, "--storage", help=f"Optuna storage URL: {', '.join(f'{d}://…' for d in DRIVERS)} "
+                                               "(default: a journal file in --home).")
 QUIET = typer.Option(False, "--quiet", "-q", help="No progress bars.")
 MAX_SEED = 2**32 - 1  # NumPy's generators take seeds up to this
 
@@ -67,6 +87,21 @@ class StudyOptions:
 
     def home_dir(self) -> Home:
         return home_dir(self.home)
+
+    def check(self):
+        """Every check that needs no heavy library, before any loads: the preset with its ``--set``
+        overrides, ``--workers``, ``--seeds``, the ``--storage`` scheme, then ``--device`` (a CUDA
+        device needs torch to be checked). Returns (the preset, the seeds)."""
+        from bench.core.config import load_preset
+        from bench.core.device import check_device
+
+        cfg = load_preset(self.preset, self.overrides())
+        if self.workers < 1:
+            raise BenchError(f"--workers {self.workers}: expected a positive integer")
+        seeds = self.seed_list()
+        check_storage(self.storage)
+        check_device(self.device)
+        return cfg, seeds
 
 
 def _option(name: str, annotation: Any, default: Any) -> inspect.Parameter:

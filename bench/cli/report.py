@@ -1,20 +1,23 @@
 """``bench report``: tables, paired tests and figures from finished runs."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from bench.cli.app import app, console, err_console
-from bench.cli.options import HOME, home_dir
+from bench.cli.app import app, console, err_console, shown_path
+from bench.cli.options import HOME, home_dir, preset_choices
 from bench.core.errors import BenchError
+from bench.studies.spec import study_names
 
 
 @app.command()
 def report(
-    table: str = typer.Argument("all", help="table1 | table2 | table3 | tta | ablate | all, or any study name in the store."),
+    table: str = typer.Argument("all", help=f"{' | '.join([*study_names(), 'ablate', 'all'])}, or any study name "
+                                            "in the store."),
     latex: bool = typer.Option(False, "--latex", help="Write OUT/<table>.tex (booktabs; \\input it)."),
     markdown: bool = typer.Option(False, "--markdown", help="Write OUT/<table>.md."),
     html: bool = typer.Option(False, "--html", help="Write one self-contained OUT/report.html with all tables "
@@ -22,7 +25,8 @@ def report(
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the figures (PNG + PDF in "
                                                                       "OUT/figures/<table>/)."),
     out: Path = typer.Option(Path("reports"), "--out", help="Output folder."),
-    preset: Optional[str] = typer.Option(None, help="Use the study run under this preset (default: the most recent)."),
+    preset: Optional[str] = typer.Option(None, help=f"Use the study run under this preset ({preset_choices()}; "
+                                                    "default: the most recent)."),
     run_id: list[str] = typer.Option([], "--run-id", help="Use exactly these parent runs (repeatable) instead of the "
                                                          "latest finished run of each row × seed."),
     device: str = typer.Option("cpu", help="Device for the figures that run a network (cpu | cuda | cuda:N)."),
@@ -73,5 +77,12 @@ def report(
     for w in rep.warnings:
         err_console.print(console_text(f"warning: {w}", "yellow"))
     logged = f"; logged to MLflow run(s) {', '.join(rep.logged.values())}" if rep.logged else ""
-    console.print(f"wrote {len(rep.written)} file(s) to {rep.out}/ in {time.perf_counter() - start:.0f} s{logged}",
-                  style="dim", highlight=False)
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        from bench.runtime.urls import mask_secret
+
+        source = f"runs from {mask_secret(uri)}"
+    else:
+        source = f"runs from home {shown_path(home_dir(home).root)}"
+    console.print(f"wrote {len(rep.written)} file(s) to {rep.out}/ in {time.perf_counter() - start:.0f} s; "
+                  f"{source}{logged}", style="dim", highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from bench.cli.app import app, console
+from bench.cli.app import app, console, shown_path
 from bench.cli.options import (
     DEVICE,
     HOME,
@@ -19,7 +19,9 @@ from bench.cli.options import (
     home_dir,
     study_options,
 )
-from bench.core.errors import BenchError
+from bench.core.errors import ConfigError
+from bench.runtime.urls import check_storage
+from bench.studies.ablate import ABLATIONS
 
 
 @app.command()
@@ -33,38 +35,71 @@ def run(
 
     path = find_study(study, opts.home_dir())  # light: an unknown or malformed study answers before torch loads
     spec = read_study(path)
+    cfg, seeds = opts.check()  # light too: preset, --set, --seeds, --storage, --workers
     from bench.studies.plan import check_study
 
     check_study(spec, str(path))
-    run_study(opts, path.stem, spec)
+    run_study(opts, path.stem, spec, cfg, seeds)
 
 
 @app.command()
 @study_options
 @ablation_flags
 def ablate(
-    base: str = typer.Option("ours", help="The method to ablate (a registered, meta-learned method)."),
+    base: str = typer.Option("ours", help="The method to ablate: a registered, meta-learned method "
+                                          "(`bench methods`; the error for another lists them)."),
     flags: list[str] = (),
     opts: StudyOptions = StudyOptions(),
 ) -> None:
     """Run a base method beside its ablated variants (one flag = one component off) and print the differences."""
+    if not flags:
+        raise ConfigError(f"bench ablate: give at least one of --{', --'.join(ABLATIONS)}")
+    cfg, seeds = opts.check()
+    check_meta_learned(base, "bench ablate --base", "its components cannot be ablated")
     from bench.studies.ablate import ablation_study
 
     name, spec = ablation_study(base, flags)
-    run_study(opts, name, spec, baseline=spec.rows[0].name)
+    run_study(opts, name, spec, cfg, seeds, baseline=spec.rows[0].name)
 
 
-def run_study(opts: StudyOptions, name: str, spec, baseline: str | None = None) -> None:
-    """Validate every option, run the study's pending rows, print its table from the runs' rows."""
-    from bench.core.config import load_preset
-    from bench.core.device import check_device
+def check_meta_learned(method: str, what: str, why: str) -> None:
+    """``method`` is a registered meta-learned method; else one line listing those there are (loads torch:
+    the method registry builds networks)."""
+    import methods
 
-    cfg = load_preset(opts.preset, opts.overrides())
-    check_device(opts.device)
-    if opts.workers < 1:
-        raise BenchError(f"--workers {opts.workers}: expected a positive integer")
-    seeds = opts.seed_list()
+    from bench.studies.plan import meta_learned_method
 
+    def meta(name: str) -> bool:
+        try:
+            meta_learned_method(name, "")
+        except ConfigError:
+            return False
+        return True
+
+    if meta(method):
+        return
+    bases = ", ".join(n for n in methods.names() if meta(n))
+    if method in methods.names():
+        raise ConfigError(f"{what} {method!r}: not a meta-learned method, so {why}; expected one of: {bases}")
+    raise ConfigError(f"{what} {method!r}: unknown method {method!r}; expected a meta-learned method, one of: {bases}")
+
+
+def where_line(home, data_root=None) -> str:
+    """``home /abs/.bench`` (and ``; data root /abs/datasets``): where a command read and wrote, absolute."""
+    return f"home {shown_path(home)}" + (f"; data root {shown_path(data_root)}" if data_root is not None else "")
+
+
+def data_root_of(cfg):
+    """The data root a preset reads (None for the embedded data, which needs none)."""
+    if cfg.data.source != "paper":
+        return None
+    from bench.data.real import data_root
+
+    return data_root(cfg.data.root)
+
+
+def run_study(opts: StudyOptions, name: str, spec, cfg, seeds: list[int], baseline: str | None = None) -> None:
+    """Run the study's pending rows (``cfg``, ``seeds``: ``opts.check()``), print its table from the runs' rows."""
     from mlflow.tracking import MlflowClient
 
     from bench.report.console import print_table
@@ -97,14 +132,16 @@ def run_study(opts: StudyOptions, name: str, spec, baseline: str | None = None) 
     else:
         print_table(f"{spec.title}  [{opts.preset}]", records, cfg.data.source, console, baseline)
     console.print(f"study {runner.study_name}: {len(trials)} finished trial(s) in {time.perf_counter() - start:.0f} s; "
-                  f"`bench ui` to browse the MLflow runs", style="dim")
+                  f"{where_line(opts.home_dir(), data_root_of(cfg))}; `bench ui` to browse the MLflow runs",
+                  style="dim", highlight=False, soft_wrap=True)
     if any("failed" in r for r in records):
         raise typer.Exit(1)
 
 
 @app.command()
 def tune(
-    method: str = typer.Argument("ours", help="A registered meta-learned method."),
+    method: str = typer.Argument("ours", help="A registered meta-learned method (`bench methods`; the error for "
+                                 "another lists them)."),
     preset: str = PRESET,
     set_: list[str] = typer.Option([], "--set", help="Override a preset value (fixed during the search)."),
     target: str = typer.Option("psnr", "--target", help="psnr: MTL and meta-test values by validation PSNR "
@@ -124,8 +161,10 @@ def tune(
     from bench.core.config import load_preset
     from bench.core.device import check_device
 
-    cfg = load_preset(preset, set_)
+    cfg = load_preset(preset, set_)  # the light checks first
+    check_storage(storage)
     check_device(device)
+    check_meta_learned(method, "bench tune", "the search space (MTL's and meta-test's) does not apply")
     from bench.studies.tune import Tuner, default_out, reference_value, write_best
 
     tuner = Tuner(method, preset, cfg, seed, home_dir(home), storage, device, quiet, target=target)
@@ -139,5 +178,6 @@ def tune(
                   f"best val {'float ' if target == 'gain' else ''}PSNR {best.value:.3f} dB (trial {best.number}){gain}")
     for k, v in best.params.items():
         console.print(f"  {k} = {v}")
+    console.print(where_line(home_dir(home), data_root_of(cfg)), style="dim", highlight=False, soft_wrap=True)
     home_arg = f" --home {home}" if home else ""
     console.print(f"wrote {path}; reproduce with: bench run {path} --preset {preset}{home_arg}")

@@ -13,8 +13,8 @@ from typing import Optional
 
 import typer
 
-from bench.cli.app import app, console, err_console
-from bench.cli.options import HOME, home_dir
+from bench.cli.app import app, console, err_console, shown_path
+from bench.cli.options import DEVICE, HOME, home_dir
 from bench.core.errors import BenchError
 
 
@@ -60,6 +60,86 @@ def adaptations_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-
     console.print(table)
 
 
+@app.command("studies")
+def studies_cmd(home: Optional[Path] = HOME,
+                as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
+    """List the studies `bench run NAME` finds: name, title, rows, where each is defined.
+
+    The shipped studies, and your own in <home>/studies (one wins over a shipped study of its name)."""
+    from bench.core.config import STUDIES_DIR
+    from bench.studies.spec import NOT_STUDIES, read_study
+
+    h = home_dir(home)
+    shipped = {p.stem: p for p in sorted(STUDIES_DIR.glob("*.yaml")) if p.stem not in NOT_STUDIES}
+    own = {p.stem: p for p in sorted(h.studies.glob("*.yaml"))} if h.studies.is_dir() else {}
+    rows = []
+    for name in sorted({*shipped, *own}):
+        path = own.get(name, shipped.get(name))
+        rec = {"name": name, "where": "home" if name in own else "shipped", "path": str(shown_path(path))}
+        if name in own and name in shipped:
+            rec["shadows"] = str(shown_path(shipped[name]))
+        try:
+            spec = read_study(path)
+            rec.update(title=spec.title, description=spec.description.strip(), rows=len(spec.rows),
+                       kind="tta" if spec.is_tta else "table")
+        except BenchError as e:
+            rec.update(title=None, description="", rows=None, kind=None, error=str(e))
+        rows.append(rec)
+    if as_json:
+        typer.echo(json.dumps({"home": str(shown_path(h.root)), "shipped": str(shown_path(STUDIES_DIR)),
+                               "studies": rows}, indent=2))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="Studies (`bench run NAME`; --json for their descriptions)", title_justify="left",
+                  caption=f"shipped: {shown_path(STUDIES_DIR)}; home: {shown_path(h.root)} (your studies: "
+                          f"{shown_path(h.studies)})", caption_justify="left")
+    for col in ("name", "title", "rows", "where"):
+        table.add_column(col, justify="right" if col == "rows" else "left")
+    for r in rows:
+        where = r["where"] + (" (over the shipped one)" if "shadows" in r else "")
+        if "error" in r:
+            table.add_row(r["name"], Text(r["error"], style="red"), "—", where)
+        else:
+            table.add_row(Text(r["name"]), Text(r["title"]), str(r["rows"]), where)
+    console.print(table)
+
+
+@app.command("presets")
+def presets_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output (every value).")) -> None:
+    """List the presets `--preset` takes (studies/presets.yaml): name, data, training length, description."""
+    from bench.core.config import PRESETS_FILE, load_preset, preset_names
+
+    rows = []
+    for name in preset_names():
+        try:
+            cfg = load_preset(name)
+        except BenchError as e:
+            rows.append({"name": name, "description": "", "error": str(e)})
+            continue
+        rows.append({"name": name, "description": cfg.description, "data": cfg.data.source,
+                     "pretrain_epochs": cfg.pretrain.epochs, "finetune_epochs": cfg.finetune.epochs,
+                     "values": cfg.model_dump(mode="json")})
+    if as_json:
+        typer.echo(json.dumps({"file": str(shown_path(PRESETS_FILE)), "presets": rows}, indent=2))
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="Presets (`--preset NAME`; change one value with --set key=value)", title_justify="left",
+                  caption=f"defined in {shown_path(PRESETS_FILE)}", caption_justify="left")
+    for col in ("name", "data", "pre-train epochs", "MTL epochs", "description"):
+        table.add_column(col, justify="right" if "epochs" in col else "left")
+    for r in rows:
+        if "error" in r:
+            table.add_row(r["name"], "—", "—", "—", Text(r["error"], style="red"))
+        else:
+            table.add_row(r["name"], r["data"], str(r["pretrain_epochs"]), str(r["finetune_epochs"]),
+                          Text(r["description"]))
+    console.print(table)
+
+
 @app.command()
 def ui(
     port: int = typer.Option(5000, help="Port to serve on."),
@@ -73,9 +153,15 @@ def ui(
         raise BenchError(f"--port {port}: expected a port number from 1 to 65535")
     check_port(host, port)
     uri = setup(home_dir(home))
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        from bench.runtime.urls import mask_secret
+
+        store = f"the tracking store {mask_secret(uri)} ($MLFLOW_TRACKING_URI)"
+    else:
         local_store(home_dir(home))  # whole, and at home, before the server reads it
-    console.print(f"MLflow UI for {uri} at http://{host}:{port} (Ctrl-C to stop)", highlight=False)
+        store = f"home {shown_path(home_dir(home).root)} (store {uri})"
+    console.print(f"MLflow UI for {store} at http://{host}:{port} (Ctrl-C to stop)", highlight=False,
+                  soft_wrap=True)
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host,
            "--port", str(port), "--workers", "1", "--uvicorn-opts", "--log-level warning"]
@@ -150,7 +236,7 @@ def denoise(
                                               help="Meta-test steps K per image (0: none; default: the checkpoint's)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Meta-test step size α (default: the checkpoint's)."),
     out: Path = typer.Option(Path("denoised"), "--out", help="Output folder: <name>.png per input."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:N."),
+    device: str = DEVICE,
     tile: Optional[int] = typer.Option(None, "--tile", help="Tile size in px (0: never tile; default: from --max-memory)."),
     overlap: int = typer.Option(64, "--overlap", help="Tile overlap in px."),
     adapt_per: str = typer.Option("image", "--adapt-per", help="Tiled images: adapt once per image or per tile."),

@@ -30,6 +30,7 @@ from bench.core.errors import BenchError  # noqa: E402
 from bench.core.home import Home, HomeLike  # noqa: E402
 from bench.core.tempfiles import claim_folder, temp_path  # noqa: E402
 from bench.runtime.tags import CHECKPOINT, ERROR, OPTUNA_STORAGE, OPTUNA_TRIAL, PARENT, REFERENCE, STAGE_KEY  # noqa: E402
+from bench.runtime.urls import mask_secret  # noqa: E402  (light: the command line checks --storage with it)
 
 # No "creating initial database tables" chatter on first use (set after mlflow configures its loggers).
 logging.getLogger("mlflow").setLevel(logging.WARNING)
@@ -43,19 +44,6 @@ def tracking_uri(home: HomeLike) -> str:
 def artifact_name(name: str) -> str:
     """A name safe as one artifact path component ('#' or '/' would break artifact URIs)."""
     return re.sub(r"[^\w.-]", "_", name)
-
-
-# user:password@host as SQLAlchemy reads it: the user holds no ':' or '/', the password runs to the
-# last '@' before the host (an unencoded '@' in it is kept, and its tail would be printed as the host).
-_USERINFO = re.compile(r"(://[^:/]*:).*@(?=[^@/?]*(?:[/?]|$))", re.S)
-# query parameters that carry a secret (libpq's password, MySQL drivers' passwd / pwd, tokens)
-_SECRET_PARAM = re.compile(r"([?&;][\w.-]*(?:pass|pwd|secret|token)[\w.-]*=)[^&;#]*", re.I)
-
-
-def mask_secret(url: str) -> str:
-    """A URL with its password replaced by ***, safe to log or print: ``user:***@host`` (up to the
-    last ``@``) and ``?password=***`` (also ``passwd``, ``pwd``, ``sslpassword``, tokens)."""
-    return _SECRET_PARAM.sub(r"\1***", _USERINFO.sub(r"\1***@", url))
 
 
 _local_store = {"on": False}  # whether the active store is our default one under the bench home

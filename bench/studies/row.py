@@ -46,8 +46,8 @@ def run_row(plan: RowPlan, data: DataBundle, seed: int, device: torch.device, ca
     torch.manual_seed(seed)
     model = plan.method.create().to(device)
     stages = plan.stages(data.key, seed)
-    trained_in = train_stages(stages, plan.method, model, plan.preset, data, cache, exp_id, device, seed, quiet,
-                              on_validate, plan.validation)
+    trained_in = train_stages(stages, plan.method, model, plan.preset, data, cache, exp_id, device, seed,
+                              plan.validation, quiet, on_validate)
     val = getattr(data, plan.val_split)
     active = mlflow.active_run()
     label = f"{active.info.run_name}: " if active else ""

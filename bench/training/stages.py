@@ -192,21 +192,20 @@ def validation_entry(spec: MethodSpec, preset: Preset) -> Adaptation:
 
 
 def train_stages(stages: list[Stage], spec: MethodSpec, model: torch.nn.Module, preset: Preset, data: DataBundle,
-                 cache: StageCache, exp_id: str, device: torch.device, seed: int, quiet: bool = False,
-                 on_validate: Callable | None = None, validation: Adaptation | None = None) -> str:
+                 cache: StageCache, exp_id: str, device: torch.device, seed: int, validation: Adaptation,
+                 quiet: bool = False, on_validate: Callable | None = None) -> str:
     """Train or load every stage into ``model``; returns the id of the run that trained the last one.
-    ``validation``: the adaptation fine-tuning validates after (default: ``validation_entry``).
+    ``validation``: the adaptation fine-tuning validates after (``validation_entry``).
 
     A cached later stage makes the earlier ones unnecessary: training starts from the last stage on disk.
     """
     recipe = spec.recipe
-    entry = validation or validation_entry(spec, preset)
 
     def trainer(stage: Stage) -> Callable[[TrainContext], None]:
         if stage.name == "pretrain":
             return lambda ctx: pretrain(model, recipe, preset.pretrain, data.pretrain, ctx)
         finetune, section = FINETUNERS[recipe.finetune]
-        return lambda ctx: finetune(model, recipe, getattr(preset, section), entry, data.train, data.val, ctx)
+        return lambda ctx: finetune(model, recipe, getattr(preset, section), validation, data.train, data.val, ctx)
 
     first = max((i for i, s in enumerate(stages) if cache.has(s.name, s.key)), default=0)
     trained_in = ""
