@@ -66,6 +66,11 @@ class Adaptation:
         return self.moves in _LEARNED
 
     @property
+    def takes_steps(self) -> bool:
+        """Whether the entry changes anything at test time (it learns, with K > 0)."""
+        return self.learns and self.steps > 0
+
+    @property
     def requires(self) -> str:
         """What a model needs for this entry: aux-head+mask | aux-head | restorer | nothing."""
         if self.loss == "aux-mask":
@@ -254,10 +259,12 @@ def check_pairing(entry: Adaptation | str, method: str | nn.Module) -> None:
                           f"{_NEEDS[entry.requires]}, which {label!r} lacks; compatible: {', '.join(ok)}")
 
 
-def from_metatest(mt: Any) -> Adaptation:
+def from_metatest(mt: Any, recipe: Any = None) -> Adaptation:
     """A preset's ``metatest`` section as the entry it names (``variant``: ``alg3`` or ``official``)
-    with its K, lr and optimizer: how Table 2's "with meta-test" row and ``bench denoise`` adapt."""
-    return get(mt.variant).with_(steps=mt.steps, lr=mt.lr, optimizer=mt.optimizer)
+    with its K, lr and optimizer — how Table 2's "with meta-test" row and ``bench denoise`` adapt —
+    following a trained model's ``recipe`` when one is given (``for_recipe``)."""
+    entry = get(mt.variant).with_(steps=mt.steps, lr=mt.lr, optimizer=mt.optimizer)
+    return entry if recipe is None else for_recipe(entry, recipe)
 
 
 def bind(entry: Adaptation | str, method: str, recipe: Any = None) -> Adaptation:

@@ -63,8 +63,17 @@ class AdaptResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _first(out: Tensor | tuple[Tensor, ...]) -> Tensor:
+def first_output(out: Tensor | tuple[Tensor, ...]) -> Tensor:
+    """The clean prediction of a forward pass (the auxiliary-head networks return (clean, rec))."""
     return out[0] if isinstance(out, tuple) else out
+
+
+def entry_mask(entry: Adaptation, model: nn.Module, noisy: Tensor) -> Tensor:
+    """The mask ``entry``'s masked loss weights pixels with: the mask network's soft mask, or that
+    mask thresholded (``mask_threshold``, the official loop's mask > 0.5)."""
+    mask = model.mask_net(noisy)
+    t = entry.mask_threshold
+    return mask if t is None else (mask > t).to(mask.dtype)
 
 
 def _cosine(a: Params, b: Params) -> float:
@@ -96,9 +105,7 @@ class _Problem:
         else:
             raise ValueError(f"adaptation {entry.name!r} ({entry.moves}) does not learn")
         if entry.loss == "aux-mask":
-            mask = model.mask_net(noisy)
-            t = entry.mask_threshold
-            self.mask = mask if t is None else (mask > t).to(mask.dtype)
+            self.mask = entry_mask(entry, model, noisy)
 
     def input(self, p: Params) -> Tensor:
         return self.noisy + torch.tanh(p["offset"]) if self.entry.moves == "offset" else self.noisy
@@ -108,8 +115,8 @@ class _Problem:
         if self.net is not None:
             return x - functional_call(self.net, p, (x,))
         if self.entry.moves == "offset":
-            return _first(self.restorer(x))
-        return _first(functional_call(self.restorer, p, (x,)))
+            return first_output(self.restorer(x))
+        return first_output(functional_call(self.restorer, p, (x,)))
 
     def restore(self, p: Params) -> Tensor | tuple[Tensor, Tensor]:
         """The restorer's output on this image (body features reused when only the heads move)."""
@@ -117,7 +124,7 @@ class _Problem:
 
     def predict(self, p: Params) -> Tensor:
         if self.entry.moves in ("heads", "all"):
-            return _first(self.restore(p))
+            return first_output(self.restore(p))
         return self.denoise(p, self.input(p))
 
     def pri_loss(self, p: Params) -> Tensor:

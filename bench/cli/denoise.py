@@ -99,7 +99,7 @@ def denoise_files(opts: DenoiseOptions, console) -> dict[str, Any]:
         image_size(r)
     den = open_denoiser(opts)
     e = den.settings(opts.steps, opts.lr, opts.tile, opts.overlap, opts.adapt_per)
-    adapting = e.learns and e.steps > 0
+    adapting = e.takes_steps
     k, lr = (e.updates_behind_prediction if opts.adapt is not None else e.steps), e.lr
     if opts.adapt is not None:
         how = f"adaptation {e.name} ({e.moves}, {e.loss}" + (f", {e.optimizer} lr {e.lr:g} × {e.steps})" if e.learns
@@ -133,7 +133,7 @@ def denoise_files(opts: DenoiseOptions, console) -> dict[str, Any]:
         for path in inputs:
             bar.update(task, info=path.name)
             try:
-                rows.append(_denoise_one(den, opts, path, refs.get(path), k, lr, bar, task))
+                rows.append(_denoise_one(den, opts, path, refs.get(path), k, lr, adapting, bar, task))
             except DataError as e:
                 failed.append(str(e))
                 print(f"error: {e}", file=sys.stderr, flush=True)
@@ -160,8 +160,9 @@ def denoise_files(opts: DenoiseOptions, console) -> dict[str, Any]:
 
 
 def _denoise_one(den: Denoiser, opts: DenoiseOptions, path: Path, ref: Path | None, k: int, lr: float,
-                 bar, task) -> dict[str, Any]:
-    """Denoise one file and write its outputs; its row of metrics.csv."""
+                 adapting: bool, bar, task) -> dict[str, Any]:
+    """Denoise one file and write its outputs; its row of metrics.csv. ``adapting``: whether the
+    call's entry takes any step (only then are the steps saved)."""
     t0 = time.perf_counter()
     photo = read_photo(path)
     clean = None
@@ -174,9 +175,8 @@ def _denoise_one(den: Denoiser, opts: DenoiseOptions, path: Path, ref: Path | No
     def on_tile(done: int, total: int) -> None:
         bar.update(task, info=f"{path.name}: tile {done}/{total}")
 
-    entry = den.settings(opts.steps, opts.lr)
     res = den.run(photo, steps=opts.steps, lr=opts.lr, tile=opts.tile, overlap=opts.overlap, adapt=opts.adapt_per,
-                  before=clean is not None, trajectory=opts.save_steps and entry.learns and entry.steps > 0,
+                  before=clean is not None, trajectory=opts.save_steps and adapting,
                   mask=opts.save_mask, on_tile=on_tile)
     write_photo(opts.out / f"{path.stem}.png", res.image, photo)
     if res.mask is not None:

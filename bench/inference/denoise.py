@@ -139,10 +139,7 @@ class Denoiser:
             raise BenchError(f"--adapt-steps {steps}: expected 0 or more")
         if lr is not None and not lr > 0:
             raise BenchError(f"--lr {lr}: expected a positive step size")
-        if not self.entry.learns:
-            return self.entry
-        changes = {k: v for k, v in (("steps", steps), ("lr", lr)) if v is not None}
-        return self.entry.with_(**changes) if changes else self.entry
+        return with_steps(self.entry, steps, lr) if self.entry.learns else self.entry
 
     def __call__(self, image: np.ndarray, steps: int | None = None, *, lr: float | None = None,
                  tile: int | None = None, overlap: int = DEFAULT_OVERLAP, adapt: AdaptPer = "image") -> np.ndarray:
@@ -191,7 +188,12 @@ class Denoiser:
 
 def entry_for(name: str, steps: int | None, lr: float | None) -> Adaptation:
     """``bench denoise --adapt NAME [--adapt-steps K] [--lr LR]``: a selectable entry (never the oracle)."""
-    entry = get_selectable(name)
+    return with_steps(get_selectable(name), steps, lr)
+
+
+def with_steps(entry: Adaptation, steps: int | None, lr: float | None) -> Adaptation:
+    """``entry`` with K and lr replaced where given (``--adapt-steps``, ``--lr``); a ConfigError for an
+    entry that does not learn."""
     changes = {k: v for k, v in (("steps", steps), ("lr", lr)) if v is not None}
     return entry.with_(**changes) if changes else entry
 

@@ -21,16 +21,12 @@ from torch import Tensor, nn
 
 from bench.adaptation.inner import InnerOptimizer, aux_grad, forward_with, inner_parameters
 from bench.adaptation.registry import Adaptation
-from bench.adaptation.run import adapt_image
+from bench.adaptation.run import adapt_image, entry_mask, first_output
 from bench.inference.tiling import Blender, Tile
 
 JOINT_LOSSES = ("aux-mask", "aux-rec")
 """Losses that are a mean over pixels, so a sum over tiles weighted by each pixel's share is the
 whole image's loss; entries with another loss adapt per tile."""
-
-
-def _first(out: Tensor | tuple[Tensor, ...]) -> Tensor:
-    return out[0] if isinstance(out, tuple) else out
 
 
 @dataclass
@@ -49,7 +45,7 @@ class Job:
     @property
     def adapting(self) -> bool:
         """Whether any update runs (an entry that learns with K > 0)."""
-        return self.entry.learns and self.entry.steps > 0
+        return self.entry.takes_steps
 
     @property
     def wants_mask(self) -> bool:
@@ -62,13 +58,11 @@ class Job:
 
     def mask_of(self, x: Tensor) -> Tensor:
         with torch.no_grad():
-            mask = self.model.mask_net(x)
-            t = self.entry.mask_threshold
-            return mask if t is None else (mask > t).to(mask.dtype)
+            return entry_mask(self.entry, self.model, x)
 
     def plain(self, x: Tensor) -> Tensor:
         with torch.no_grad():
-            return _first(self.model(x))
+            return first_output(self.model(x))
 
     def adapt(self, x: Tensor) -> tuple[Tensor, list[Tensor] | None]:
         """(the entry's prediction, every iterate's prediction when the job wants the trajectory)."""

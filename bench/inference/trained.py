@@ -14,7 +14,7 @@ from pathlib import Path
 
 from torch import nn
 
-from bench.adaptation.registry import Adaptation, capabilities, for_recipe, from_metatest, get
+from bench.adaptation.registry import Adaptation, from_metatest, get, has_aux_head
 from bench.core.config import MetaTestConfig
 from bench.core.errors import BenchError, ConfigError
 from bench.core.home import Home
@@ -110,9 +110,9 @@ def _from_run(client, where: str, browse: str, run_id: str) -> TrainedModel:
 def scored_with(model: nn.Module, recipe: Recipe, mt: MetaTestConfig) -> Adaptation:
     """The entry a checkpoint's study scored it with: its preset's meta-test following its recipe,
     or ``none`` for a network without an auxiliary head."""
-    if "aux-head" not in capabilities(model):
+    if not has_aux_head(model):
         return get("none")
-    return for_recipe(from_metatest(mt), recipe)
+    return from_metatest(mt, recipe)
 
 
 def _checkpoint_of(client, run, dst: Path) -> Path | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import methods
-from bench.adaptation.registry import Adaptation, bind, for_recipe, from_metatest, get, has_aux_head
+from bench.adaptation.registry import Adaptation, bind, from_metatest, get, has_aux_head
 from bench.adaptation.select import candidates
 from bench.core.config import Preset, TTAConfig
 from bench.core.errors import ConfigError
@@ -159,7 +159,7 @@ def _entry(study: StudySpec, row: RowSpec, method: MethodSpec, preset: Preset) -
     default = method.recipe.metatest and row.stage == "finetune"
     wanted = default if row.metatest is None else row.metatest
     if wanted and has_aux_head(row.method):  # a network without an auxiliary head has nothing to adapt
-        return for_recipe(from_metatest(preset.metatest), method.recipe)
+        return from_metatest(preset.metatest, method.recipe)
     return get("none")
 
 

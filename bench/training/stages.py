@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 import mlflow
 import torch
 
-from bench.adaptation.registry import Adaptation, for_recipe, from_metatest, get
+from bench.adaptation.registry import Adaptation, from_metatest, get
 from bench.core.config import Preset, stable_hash
 from bench.core.errors import BenchError
 from bench.core.tempfiles import claim_folder, temp_path
@@ -187,7 +187,7 @@ def validation_entry(spec: MethodSpec, preset: Preset) -> Adaptation:
     """The adaptation fine-tuning validates after: the preset's meta-test for a meta-learned recipe
     (the official code's selection rule), else none."""
     if spec.recipe.finetune == "mtl" and spec.recipe.metatest:
-        return for_recipe(from_metatest(preset.metatest), spec.recipe)
+        return from_metatest(preset.metatest, spec.recipe)
     return get("none")
 
 

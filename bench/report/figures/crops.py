@@ -60,7 +60,7 @@ def compute(study: StudyRuns, data: StudyData, models: Models) -> Data:
     """Every shown method's prediction of the test image where their PSNRs differ most."""
     import torch
 
-    from bench.adaptation.registry import for_recipe, from_metatest, get
+    from bench.adaptation.registry import from_metatest, get
     from bench.adaptation.run import adapt_image
 
     def predict(model, noisy, entry):
@@ -94,7 +94,7 @@ def compute(study: StudyRuns, data: StudyData, models: Models) -> Data:
                 notes.append(f"{label}: panel skipped ({e})")
     t = models.model(ours.name, seed)
     before = predict(t.model, noisy, get("none"))
-    after = predict(t.model, noisy, for_recipe(from_metatest(mt), t.recipe))
+    after = predict(t.model, noisy, from_metatest(mt, t.recipe))
     preds += [("Ours, before adaptation", before, ""), (f"Ours, after adaptation (K={mt.steps})", after, "")]
     gt = to_hwc(clean)
     panels = [Panel(label, None, None, note) if p is None else Panel(label, to_hwc(p), psnr_of(p, clean))

@@ -43,7 +43,7 @@ class Data(MetaTestView):
 def compute(study: StudyRuns, data: StudyData, models: Models, max_images: int = 8) -> Data:
     """The trajectory of the test image with the largest |meta-test gain|, and the PSNR per step of
     the first ``max_images`` test images."""
-    from bench.adaptation.registry import for_recipe, from_metatest
+    from bench.adaptation.registry import from_metatest
     from bench.adaptation.run import adapt_image
 
     ours = pick_ours(study.rows)
@@ -54,7 +54,7 @@ def compute(study: StudyRuns, data: StudyData, models: Models, max_images: int =
     seed = row_run(study, ours.name).seed
     image = trajectory_image(study, ours, seed)
 
-    entry = for_recipe(from_metatest(mt), t.recipe)
+    entry = from_metatest(mt, t.recipe)
 
     def trajectory(noisy):
         return list(adapt_image(entry, t.model, noisy, trajectory=True, diagnostics=False).trajectory)
