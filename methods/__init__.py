@@ -1,4 +1,17 @@
 """Registered denoising methods: ``methods.create(name)``, ``methods.names()``, ``methods.get(name)``."""
-from .registry import REGISTRY, MethodSpec, Recipe, create, get, names
+from .registry import (
+    GROUP,
+    REGISTRY,
+    SUPERVISED,
+    MethodError,
+    MethodSpec,
+    Recipe,
+    check_contract,
+    create,
+    get,
+    names,
+    refresh,
+)
 
-__all__ = ["REGISTRY", "MethodSpec", "Recipe", "create", "get", "names"]
+__all__ = ["GROUP", "REGISTRY", "SUPERVISED", "MethodError", "MethodSpec", "Recipe", "check_contract", "create", "get",
+           "names", "refresh"]

@@ -159,7 +159,16 @@ CHEAP = [
     (["tune", "--preset", "fast"], ["unknown preset 'fast'"]),
     (["tune", "--storage", "mysql+pymysql://u@db/x?passwd=secret"], ["passwd=***", "pymysql"]),
     (["data", "check", "--preset", "fast"], ["unknown preset 'fast'"]),
+    (["denoise", "photo.png", "--adapt", "nope"], ["unknown adaptation 'nope'", "alg3", "lan-offset"]),
+    (["denoise", "photo.png", "--adapt", "oracle"], ["evaluation-only"]),
 ]
+
+
+def test_the_light_adaptation_names_are_the_registry():
+    from bench.adaptation import names, registry
+
+    assert names.BUILT_IN == tuple(registry.REGISTRY)
+    assert names.EVALUATION_ONLY == tuple(n for n, e in registry.REGISTRY.items() if e.evaluation_only)
 
 
 @pytest.mark.parametrize("args,needles", CHEAP, ids=lambda v: " ".join(v) if isinstance(v, list) else None)

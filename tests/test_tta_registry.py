@@ -11,8 +11,9 @@ def test_required_entries_with_their_published_values():
     alg3, official, oracle = R.get("alg3"), R.get("official"), R.get("oracle")
     assert (alg3.moves, alg3.loss, alg3.optimizer, alg3.steps, alg3.lr, alg3.mask_threshold, alg3.predict_after) \
         == ("heads", "aux-mask", "sgd", 5, 1e-5, None, "last")
-    assert (official.optimizer, official.lr, official.mask_threshold, official.predict_after, official.steps) \
-        == ("adam", 1e-5, 0.5, "before-last", 5)
+    assert (official.moves, official.optimizer, official.lr, official.mask_threshold, official.predict_after,
+            official.steps) == ("official-heads", "adam", 1e-5, 0.5, "before-last", 5)
+    assert "real_denoiser.py" in official.citation and "1051" in official.citation  # the freeze it follows
     assert official.updates_behind_prediction == 4 and alg3.updates_behind_prediction == 5
     assert (oracle.moves, oracle.steps, oracle.optimizer, oracle.loss, oracle.evaluation_only) \
         == (alg3.moves, alg3.steps, alg3.optimizer, "oracle", True)
@@ -89,3 +90,66 @@ def test_bind_follows_the_method_recipe():
     assert R.bind("lan-offset", "ridnet") == R.get("lan-offset")
     with pytest.raises(ConfigError, match="cannot run on method 'ridnet'"):
         R.bind("alg3", "ridnet")
+
+
+# ---- the protocol: moves and losses are objects, named in the entries ----------------------------------
+
+def test_every_built_in_entry_is_written_with_the_protocol():
+    from bench.adaptation.families import LOSSES, MOVES, Loss, Moves
+
+    for e in R.REGISTRY.values():
+        assert isinstance(e.mover, Moves) and e.mover is MOVES[e.moves]
+        assert isinstance(e.objective, Loss) and e.objective is LOSSES[e.loss]
+        assert e.learns == e.mover.learns and e.source == "built-in"
+
+
+def test_an_entry_may_carry_its_own_objects_and_keeps_their_names():
+    import pickle
+
+    from bench.adaptation.families import Loss, RestorerWeights
+
+    class LastConv(RestorerWeights):
+        name = "last-conv"
+
+        def select(self, restorer):
+            return dict(list(restorer.named_parameters())[-1:])
+
+    class Twice(Loss):
+        name = "twice-zs"
+
+        def bind(self, entry, model, moved, clean):
+            return R.get("zs-n2n").objective.bind(entry, model, moved, clean)
+
+    e = R.Adaptation("mine", LastConv(), Twice(), "d", "c", optimizer="adam", steps=2, lr=1e-3)
+    e.validate()
+    assert (e.moves, e.loss, e.requires) == ("last-conv", "twice-zs", "restorer")
+    assert e.describe()["moves"] == "last-conv" and "moves_impl" not in e.describe()
+    assert e.with_(steps=3).mover is e.mover
+    R.probe_moves(e, "adaptation 'mine'")
+    assert pickle.loads(pickle.dumps(R.get("official"))) == R.get("official")
+
+
+def test_an_entry_that_moves_nothing_or_reuses_a_family_name_is_one_line():
+    from bench.adaptation.families import Loss, RestorerWeights
+
+    class Nothing(RestorerWeights):
+        name = "nothing"
+
+        def select(self, restorer):
+            return {}
+
+    class Fake(Loss):
+        name = "aux-mask"
+
+    cases = [(R.Adaptation("a", "none", "zs-n2n", "d", "c"), "moves no parameter"),
+             (R.Adaptation("b", "offset", "aux-rec", "d", "c", optimizer="sgd", steps=1, lr=1.0), "heads or weights"),
+             (R.Adaptation("c", "all", Fake(), "d", "c", optimizer="sgd", steps=1, lr=1.0), "name of a built-in loss"),
+             (R.Adaptation("d", "sideways", "zs-n2n", "d", "c"), "moves 'sideways'")]
+    for entry, words in cases:
+        with pytest.raises(ConfigError, match=words) as e:
+            entry.validate()
+        assert "\n" not in str(e.value) and f"adaptation {entry.name!r}" in str(e.value)
+    still = R.Adaptation("e", Nothing(), "zs-n2n", "d", "c", optimizer="sgd", steps=1, lr=1.0)
+    still.validate()
+    with pytest.raises(ConfigError, match="moves no parameter"):
+        R.probe_moves(still, "adaptation 'e'")

@@ -2,6 +2,7 @@
 commands around it; and (slow) `bench run tta --preset smoke` after table2 trains nothing new for ours."""
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -61,7 +62,7 @@ def test_row_entries_follow_entry_budget_metatest_and_row_in_that_order():
     assert (tuned.steps, tuned.lr, tuned.optimizer) == (quick.metatest.steps, quick.metatest.lr, quick.metatest.optimizer)
     assert row_entry("alg3", "ours", quick, {"lr": 1e-3}, "metatest").lr == 1e-3
     _, tta = load_study("tta")
-    assert tta.is_tta and {r.adapt for r in tta.rows} >= set(R.names())  # every entry is a row
+    assert tta.is_tta and {r.adapt for r in tta.rows} >= set(R.REGISTRY)  # every entry is a row
     # a plain study's row scored with meta-test runs the preset's meta-test entry: the alg3 row above
     plain = StudySpec(title="t", rows=[{"name": "a", "method": "ours"}])
     assert plan_row(plain, plain.rows[0], quick).entry == tuned
@@ -124,9 +125,24 @@ def test_the_unquantized_paired_difference_is_the_float_psnr_difference(tiny):
     assert g["gain"] != 0.0  # the float difference sees what 8 bits may round away
 
 
+def crossed_by_hand(table):
+    """Variance of the grand mean of a seeds × photographs table and its Satterthwaite df, written out:
+    s·u·Var = max(MS_S, MS_E) + max(MS_U, MS_E) − MS_E, each mean square counted once with its net
+    coefficient (MS_E: 1 − [MS_S > MS_E] − [MS_U > MS_E])."""
+    s, u = table.shape
+    g, r, c = table.mean(), table.mean(axis=1), table.mean(axis=0)
+    ms_s, ms_u = u * ((r - g) ** 2).sum() / (s - 1), s * ((c - g) ** 2).sum() / (u - 1)
+    ms_e = ((table - r[:, None] - c[None, :] + g) ** 2).sum() / ((s - 1) * (u - 1))
+    total = max(ms_s, ms_e) + max(ms_u, ms_e) - ms_e
+    net_e = 1 - (ms_s > ms_e) - (ms_u > ms_e)
+    denom = ((ms_s ** 2 / (s - 1)) if ms_s > ms_e else 0) + ((ms_u ** 2 / (u - 1)) if ms_u > ms_e else 0) \
+        + (net_e * ms_e) ** 2 / ((s - 1) * (u - 1))
+    return total / (s * u), total ** 2 / denom
+
+
 def test_gain_table_statistics_by_hand():
     rng = np.random.default_rng(1)
-    base = rng.normal(30, 1, (2, 10))  # seeds × instances
+    base = rng.normal(30, 1, (2, 10))  # seeds × instances (each its own photograph)
     gain = rng.normal(0.05, 0.02, (2, 10))
     recs = []
     for row, vals in (("none", base), ("alg3", base + gain), ("oracle", base + 2 * gain), ("nlm", base + 3 * gain)):
@@ -136,23 +152,48 @@ def test_gain_table_statistics_by_hand():
                              "metric": "psnr_float", "value": vals[s, i]})
                 recs.append({"row": row, "seed": s, "split": "test", "scenario": "c", "image": f"i{i}",
                              "metric": "seconds", "value": 0.5})
+                if row == "alg3":
+                    recs.append({"row": row, "seed": s, "split": "test", "scenario": "c", "image": f"i{i}",
+                                 "metric": "updates", "value": 2})
+                if row == "oracle":  # the oracle after 2 updates: 1.5 × the gain
+                    recs.append({"row": row, "seed": s, "split": "test", "scenario": "c", "image": f"i{i}",
+                                 "metric": "psnr@2", "value": base[s, i] + 1.5 * gain[s, i]})
     spec = {"scenarios": ["c"], "rows": [{"name": "none", "method": "ours", "adapt": "none"},
                                          {"name": "alg3", "method": "ours", "adapt": "alg3"},
                                          {"name": "oracle", "method": "ours", "adapt": "oracle"},
                                          {"name": "nlm", "method": "ours", "adapt": "nlm"}]}
-    out = {r["row"]: r for r in tta_records(pd.DataFrame(recs), spec) if r["metric"] == "psnr_float"}
+    every = tta_records(pd.DataFrame(recs), spec)
+    out = {r["row"]: r for r in every if r["metric"] == "psnr_float"}
     r = out["alg3"]
     per_seed = gain.mean(axis=1)
-    d = gain.mean(axis=0)
-    q = sps.t.ppf(0.975, 9) + sps.t.ppf(0.8, 9)
-    assert r["n"] == 10 and r["seeds"] == 2
+    var, df = crossed_by_hand(gain)
+    se = math.sqrt(var)
+    assert (r["n"], r["seeds"], r["photos"], r["tiles"], r["draws"]) == (10, 2, 10, 1, 1)
     assert r["gain"] == pytest.approx(per_seed.mean()) and r["gain_sd"] == pytest.approx(per_seed.std(ddof=1))
-    assert r["mde"] == pytest.approx(q * d.std(ddof=1) / math.sqrt(10))
-    assert r["p"] == pytest.approx(sps.wilcoxon(d).pvalue)
-    assert r["resolved"] == (r["lo"] > 0 or r["hi"] < 0)
+    assert r["se"] == pytest.approx(se) and r["df"] == pytest.approx(df)
+    assert r["p"] == pytest.approx(2 * sps.t.sf(gain.mean() / se, df))
+    assert r["lo"] == pytest.approx(gain.mean() - sps.t.ppf(0.975, df) * se)
+    assert r["resolved"] == (r["lo"] > 0 or r["hi"] < 0) and r["resolved"]
+    # the MDE comes from the oracle's comparison (twice the gain: twice the standard error), for every row
+    q = sps.t.ppf(0.975, df) + sps.t.ppf(0.8, df)
+    assert r["mde"] == pytest.approx(q * 2 * se) and out["nlm"]["mde"] == pytest.approx(r["mde"])
+    assert r["mde_from"] == "oracle"
+    # Holm over the table's three cells, smallest p first
+    ps = sorted(x["p"] for x in out.values())
+    assert sorted(x["p_holm"] for x in out.values()) == pytest.approx(
+        [min(1, 3 * ps[0]), min(1, max(3 * ps[0], 2 * ps[1])), min(1, max(3 * ps[0], 2 * ps[1], ps[2]))])
+    # TOST against ±0.02 dB: the gain (~0.05) is not equivalent to none; its test p by hand
+    assert r["p_tost"] == pytest.approx(max(sps.t.sf((gain.mean() + 0.02) / se, df),
+                                            sps.t.cdf((gain.mean() - 0.02) / se, df)))
+    assert not r["equivalent"] and r["verdict"].startswith("resolved")
     assert r["captured"] == pytest.approx(0.5) and r["seconds"] == 0.5
+    # at alg3's own K = 2 the oracle gained 1.5 × the gain: alg3 captured 2/3 of it
+    assert r["steps"] == 2 and r["oracle_at_k"] == pytest.approx(1.5 * per_seed.mean())
+    assert r["captured_at_k"] == pytest.approx(1 / 1.5)
     assert math.isnan(out["nlm"]["captured"])  # the heads' oracle bounds only rows that move the heads
     assert "none" not in out
+    ssim = [x for x in every if x["metric"] == "ssim"]
+    assert ssim and all(x["n"] == 0 and x["verdict"] == "not resolved" for x in ssim)  # no SSIM rows given
 
 
 def test_adaptations_json_lists_every_entry(run_cli):
@@ -196,9 +237,24 @@ def test_tta_after_table2_trains_nothing_new_and_reports(tmp_path, run_cli, monk
     for name in rows:
         assert f"│ {name} " in out
     assert "chosen on validation — alg3-tuned: seed 0:" in out and "chosen on validation — oracle: seed 0:" in out
-    code, out, err = run_cli("report", "tta", "--preset", "smoke", "--latex", "--home", home, "--out", tmp_path / "rep",
-                             "--no-log")
+    # every statistics column on the console: verdict, Holm, TOST, MDE, the oracle at the row's own K, n per level
+    flat = re.sub(r"\s+", " ", out)  # captions wrap
+    for words in ("Holm", "TOST p", "MDE", "oracle at K = 2:", "1 seed × 2 photographs × 1 tile × 1 draw",
+                  "Inference conditional on the one training seed"):
+        assert words in flat, words
+    assert "equivalent to none (±0.02)" in out or "not resolved" in out
+    code, out, err = run_cli("report", "tta", "--preset", "smoke", "--latex", "--markdown", "--home", home, "--out",
+                             tmp_path / "rep", "--no-log", "--margin", "0.05", "--ssim-margin", "0.001")
     assert code == 0, err
+    flat = re.sub(r"\s+", " ", out)
+    assert "TOST within ±0.05" in flat and "TOST within ±0.001" in flat  # the margins from the command line
+    md = (tmp_path / "rep" / "tta.md").read_text()
+    for words in ("p (Holm)", "TOST p", "MDE", "oracle at K = 2:", "1 seed × 2 photographs × 1 tile × 1 draw",
+                  "from the spread of the oracle's comparison", "margin ±0.05"):
+        assert words in md, words
+    table = [ln for ln in md.splitlines() if ln.startswith("| ") and not ln.startswith("| Row")]
+    assert table and all(ln.count("resolved") + ln.count("equivalent to none") >= len(spec.scenarios) for ln in table)
+    assert all(re.search(r"\| [\d.e-]+ \([\d.e-]+\) \|", ln) for ln in table)  # p (Holm p) in every row
     tex = (tmp_path / "rep" / "tta.tex").read_text()
     for scenario in spec.scenarios:
         assert f"{scenario} (n = 2)" in tex

@@ -2,15 +2,20 @@
 
 An entry says which parameters move, on which self-supervised loss, with which optimizer, for how
 many steps at which lr, and which prediction is reported; ``bench.adaptation.run.adapt_image`` is the one
-code path that executes every entry. Entries are listed explicitly below; published
+code path that executes every entry. The built-in entries are listed explicitly below; published
 hyper-parameters are cited in the entry, and a preset changes them through ``entry.with_(...)``.
+Installed packages add entries through the ``ttaid_bench.adaptations`` entry points
+(``bench.core.plugins``; docs/extending.md).
 
-moves          none (plain forward) | heads (the auxiliary-head networks' two heads; body and mask
-               frozen) | all (every restorer weight) | offset (a per-pixel input offset through tanh,
-               network frozen) | fresh (a new zero-shot network per image) | classical (no learning)
-loss           aux-mask (Alg. 3's L_MaskRec on the auxiliary head) | aux-rec (the unmasked L_rec, for
-               methods meta-trained with it) | zs-n2n (Zero-Shot Noise2Noise) | oracle (L_pri = L1
-               against the clean image: evaluation only) | none
+moves          what the entry moves (``bench.adaptation.families``): a registered name — none (plain
+               forward) | heads (the auxiliary-head networks' two heads; body and mask frozen) |
+               official-heads (the official test loop's: the heads but the primary head's first conv) |
+               all (every restorer weight) | offset (a per-pixel input offset through tanh, network
+               frozen) | fresh (a new zero-shot network per image) | classical (no learning) — or a
+               ``Moves`` object
+loss           what it steps on: aux-mask (Alg. 3's L_MaskRec on the auxiliary head) | aux-rec (the
+               unmasked L_rec, for methods meta-trained with it) | zs-n2n (Zero-Shot Noise2Noise) |
+               oracle (L_pri = L1 against the clean image: evaluation only) | none — or a ``Loss`` object
 predict_after  last (after K updates) | before-last (after K−1 updates, as the official TTAID test loop)
 mask_threshold None = the soft mask (Alg. 3 as printed); 0.5 = mask > 0.5 (the official code)
 """
@@ -19,22 +24,22 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
+from bench.adaptation import families
 from bench.adaptation.classical import NLM_DEFAULTS
+from bench.core import plugins
 from bench.core.errors import ConfigError
 
-Moves = Literal["none", "heads", "all", "offset", "fresh", "classical"]
-Loss = Literal["none", "aux-mask", "aux-rec", "zs-n2n", "oracle"]
-MOVES = ("none", "heads", "all", "offset", "fresh", "classical")
-LOSSES = ("none", "aux-mask", "aux-rec", "zs-n2n", "oracle")
+MOVES = tuple(families.MOVES)
+LOSSES = tuple(families.LOSSES)
 OPTIMIZERS = ("sgd", "adam")
 PREDICT_AFTER = ("last", "before-last")
-_LEARNED = ("heads", "all", "offset", "fresh")
-_OVERRIDABLE = ("steps", "lr", "optimizer", "mask_threshold", "predict_after", "halve_lr_at")
+OVERRIDABLE = ("steps", "lr", "optimizer", "mask_threshold", "predict_after", "halve_lr_at")
+GROUP = plugins.GROUPS["adaptations"]
 
 PAPER = "Gunawan, Nugroho & Park, Test-time Adaptation for Real Image Denoising via Meta-transfer Learning"
 TTAID = "github.com/agusgun/TTAID"
@@ -45,11 +50,16 @@ ZSN2N = ("Mansour & Heckel, Zero-Shot Noise2Noise: Efficient Image Denoising wit
 
 @dataclass(frozen=True)
 class Adaptation:
-    """One test-time adaptation, as data (see the module docstring for the field values)."""
+    """One test-time adaptation, as data (see the module docstring for the field values).
+
+    ``moves`` and ``loss`` are names after construction; given a ``families.Moves`` / ``families.Loss``
+    object, the entry keeps its name there and the object in ``moves_impl`` / ``loss_impl``, which
+    ``mover`` / ``objective`` return (a name resolves through ``families.MOVES`` / ``LOSSES``).
+    """
 
     name: str
-    moves: Moves
-    loss: Loss
+    moves: Any  # str | families.Moves
+    loss: Any  # str | families.Loss
     description: str
     citation: str
     optimizer: str | None = None  # sgd | adam; None for entries that do not learn
@@ -60,10 +70,30 @@ class Adaptation:
     halve_lr_at: int | None = None  # StepLR(step_size=n, gamma=0.5): updates after the n-th use lr/2, lr/4 ...
     evaluation_only: bool = False
     options: dict[str, Any] = field(default_factory=dict)  # family-specific constants (NLM's)
+    source: str = plugins.BUILT_IN  # where the entry comes from: built-in, or "distribution version"
+    moves_impl: Any = field(default=None, repr=False, compare=False)
+    loss_impl: Any = field(default=None, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        for attr, kind in (("moves", families.Moves), ("loss", families.Loss)):
+            value = getattr(self, attr)
+            if isinstance(value, kind):
+                object.__setattr__(self, attr, value.name)
+                object.__setattr__(self, f"{attr}_impl", value)
+
+    @property
+    def mover(self) -> families.Moves:
+        """The object that says what this entry moves and how it predicts."""
+        return self.moves_impl if self.moves_impl is not None else families.get_moves(self.moves)
+
+    @property
+    def objective(self) -> families.Loss:
+        """The self-supervised loss this entry steps on."""
+        return self.loss_impl if self.loss_impl is not None else families.get_loss(self.loss)
 
     @property
     def learns(self) -> bool:
-        return self.moves in _LEARNED
+        return self.mover.learns
 
     @property
     def takes_steps(self) -> bool:
@@ -73,13 +103,7 @@ class Adaptation:
     @property
     def requires(self) -> str:
         """What a model needs for this entry: aux-head+mask | aux-head | restorer | nothing."""
-        if self.loss == "aux-mask":
-            return "aux-head+mask"
-        if self.moves == "heads" or self.loss == "aux-rec":
-            return "aux-head"
-        if self.moves in ("all", "offset", "none") or self.loss == "oracle":
-            return "restorer"
-        return "nothing"
+        return families.stronger(self.mover.requires, self.objective.requires)
 
     @property
     def updates_behind_prediction(self) -> int:
@@ -91,10 +115,10 @@ class Adaptation:
     def with_(self, **changes: Any) -> "Adaptation":
         """A copy with ``steps``/``lr``/``optimizer``/``mask_threshold``/``predict_after``/``halve_lr_at``
         changed (a preset's budget); anything else, or a value out of range, is a ConfigError."""
-        unknown = sorted(set(changes) - set(_OVERRIDABLE))
+        unknown = sorted(set(changes) - set(OVERRIDABLE))
         if unknown:
             raise ConfigError(f"adaptation {self.name!r}: cannot override {', '.join(unknown)}; "
-                              f"overridable: {', '.join(_OVERRIDABLE)}")
+                              f"overridable: {', '.join(OVERRIDABLE)}")
         if changes and not self.learns:
             raise ConfigError(f"adaptation {self.name!r} ({self.moves}) has no steps, lr or optimizer to override")
         out = replace(self, **changes)
@@ -103,11 +127,17 @@ class Adaptation:
 
     def validate(self) -> None:
         where = f"adaptation {self.name!r}"
-        if self.moves not in MOVES:
-            raise ConfigError(f"{where}: moves {self.moves!r}: expected one of {', '.join(MOVES)}")
-        if self.loss not in LOSSES:
-            raise ConfigError(f"{where}: loss {self.loss!r}: expected one of {', '.join(LOSSES)}")
-        if not self.learns:
+        try:
+            mover, objective = self.mover, self.objective
+        except ConfigError as e:
+            raise ConfigError(f"{where}: {e}") from None
+        for impl, table, what in ((self.moves_impl, families.MOVES, "moves"), (self.loss_impl, families.LOSSES, "loss")):
+            if impl is not None and table.get(impl.name, impl) is not impl:
+                raise ConfigError(f"{where}: {what} {impl.name!r} is the name of a built-in {what}; rename yours")
+        if not mover.learns:
+            if objective.name != "none":
+                raise ConfigError(f"{where}: moves no parameter (moves {self.moves!r} learns nothing), so loss "
+                                  f"{self.loss!r} would never be stepped on")
             return
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"{where}: optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
@@ -123,16 +153,16 @@ class Adaptation:
         h = self.halve_lr_at
         if h is not None and (isinstance(h, bool) or not isinstance(h, int) or h < 1):
             raise ConfigError(f"{where}: halve_lr_at {h!r}: expected none or an integer >= 1")
-        if self.loss == "none":
+        if objective.name == "none":
             raise ConfigError(f"{where}: moves {self.moves!r} needs a loss")
-        if self.loss in ("aux-mask", "aux-rec") and self.moves not in ("heads", "all"):
+        if objective.needs_restore and not mover.restores:
             raise ConfigError(f"{where}: loss {self.loss!r} adapts the restorer's heads or weights, not {self.moves!r}")
 
     def describe(self) -> dict[str, Any]:
         """One row for ``bench adaptations``: every field plus what a model must have."""
         row = {"name": self.name, "moves": self.moves, "loss": self.loss, "optimizer": self.optimizer,
                "steps": self.steps, "lr": self.lr, "description": self.description, "citation": self.citation}
-        rest = {k: v for k, v in asdict(self).items() if k not in row}
+        rest = {k: v for k, v in asdict(self).items() if k not in row and k not in ("moves_impl", "loss_impl")}
         return {**row, **rest, "requires": self.requires}
 
 
@@ -144,10 +174,12 @@ _ALG3 = Adaptation(
 _ENTRIES: list[Adaptation] = [
     Adaptation("none", "none", "none", "no adaptation: the trained network's plain forward pass", PAPER),
     _ALG3,
-    replace(_ALG3, name="official", optimizer="adam", mask_threshold=0.5, predict_after="before-last",
-            description="the official TTAID test loop: Adam (0.9/0.999) on the heads, mask > 0.5, "
-                        "prediction from before the last update (after K−1)",
-            citation=f"{TTAID} (test loop); {PAPER}"),
+    replace(_ALG3, name="official", moves="official-heads", optimizer="adam", mask_threshold=0.5,
+            predict_after="before-last",
+            description="the official TTAID test loop: Adam (0.9/0.999) on the heads but the primary head's "
+                        "first conv (frozen with the body, as the official loop freezes by parameter order), "
+                        "mask > 0.5, prediction from before the last update (after K−1)",
+            citation=f"{TTAID} (test loop; the freeze: {families.OFFICIAL_FREEZE}); {PAPER}"),
     replace(_ALG3, name="oracle", loss="oracle", evaluation_only=True,
             description="evaluation-only control: alg3's heads, K and optimizer family stepping on L_pri "
                         "against the clean image (the bound of what adapting the heads can give)",
@@ -174,19 +206,83 @@ _ENTRIES: list[Adaptation] = [
 for _e in _ENTRIES:
     _e.validate()
 
-REGISTRY: dict[str, Adaptation] = {e.name: e for e in _ENTRIES}
+REGISTRY: dict[str, Adaptation] = {e.name: e for e in _ENTRIES}  # the built-in entries
+PLUGINS: dict[str, Adaptation] = {}  # the plugin entries loaded so far (``get`` loads them by name)
+
+
+def probe_moves(entry: Adaptation, where: str) -> None:
+    """A learned entry's moves must move at least one parameter: ``start`` runs once on its probe
+    network (``Moves.probe_model``) and a 1×3×16×16 image; a failure or an empty dict is one line."""
+    if not entry.learns:
+        return
+    mover = entry.mover
+    try:
+        model = mover.probe_model()
+        with torch.no_grad():
+            moved = mover.start(model, torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0)), 0)
+        count = len(moved.params)
+    except Exception as e:  # noqa: BLE001 - third-party code: one line, not a traceback
+        raise ConfigError(f"{where}: moves {entry.moves!r} fails on a probe network "
+                          f"({plugins.first_line(e)})") from None
+    if count == 0:
+        raise ConfigError(f"{where}: moves no parameter (moves {entry.moves!r} selected none on a probe network)")
+
+
+def check_plugin(plugin: plugins.Plugin) -> Adaptation:
+    """A plugin's object as a registered entry: an ``Adaptation`` named like its entry point, valid,
+    moving at least one parameter; one-line ConfigErrors naming the plugin."""
+    plugins.expect(plugin, Adaptation, "an Adaptation (bench.adaptation.registry.Adaptation)")
+    entry = plugin.obj
+    if entry.name != plugin.name:
+        raise ConfigError(f"{plugin.where()}: the entry point is named {plugin.name!r} but its Adaptation "
+                          f"is named {entry.name!r}; use one name")
+    entry = replace(entry, source=plugin.source)
+    try:
+        entry.validate()
+    except ConfigError as e:
+        raise ConfigError(f"{plugin.where()}: {e}") from None
+    probe_moves(entry, plugin.where())
+    return entry
+
+
+def load_plugin(name: str) -> Adaptation:
+    if name not in PLUGINS:
+        PLUGINS[name] = check_plugin(plugins.load_one(GROUP, name, reserved=REGISTRY))
+    return PLUGINS[name]
+
+
+def refresh() -> None:
+    """Forget every discovered plugin (methods' too): after installing one into the running process."""
+    import methods
+
+    plugins.refresh()
+    methods.refresh()
+    PLUGINS.clear()
+    _structure.cache_clear()
 
 
 def names(*, selectable: bool = False) -> list[str]:
-    """Every entry; with ``selectable=True`` only those a user may pick for ``bench denoise``."""
-    return [n for n, e in REGISTRY.items() if not (selectable and e.evaluation_only)]
+    """Every entry, built-in first (a plugin's entries are listed without importing them); with
+    ``selectable=True`` only those a user may pick for ``bench denoise``."""
+    out = [n for n, e in REGISTRY.items() if not (selectable and e.evaluation_only)]
+    extra = [n for n in plugins.names(GROUP) if n not in REGISTRY]
+    return out + [n for n in extra if not (selectable and load_plugin(n).evaluation_only)]
 
 
 def get(name: str) -> Adaptation:
-    try:
+    """The entry ``name``: built-in, or loaded from its plugin. A name both define is an error."""
+    if name in REGISTRY:
+        if name in plugins.names(GROUP):
+            plugins.load_one(GROUP, name, reserved=REGISTRY)  # raises: the name is taken
         return REGISTRY[name]
-    except KeyError:
-        raise ConfigError(f"unknown adaptation {name!r}; known adaptations: {', '.join(REGISTRY)}") from None
+    if name in plugins.names(GROUP):
+        return load_plugin(name)
+    raise ConfigError(f"unknown adaptation {name!r}; known adaptations: {', '.join(names())}")
+
+
+def entries() -> list[Adaptation]:
+    """Every entry, plugins loaded (a broken plugin is a ConfigError here)."""
+    return [get(n) for n in names()]
 
 
 def get_selectable(name: str) -> Adaptation:
@@ -200,7 +296,7 @@ def get_selectable(name: str) -> Adaptation:
 
 def describe() -> list[dict[str, Any]]:
     """The rows of ``bench adaptations [--json]``."""
-    return [e.describe() for e in REGISTRY.values()]
+    return [e.describe() for e in entries()]
 
 
 @functools.lru_cache(maxsize=None)
@@ -245,7 +341,7 @@ def has_aux_head(method: str | nn.Module) -> bool:
 def compatible(method: str | nn.Module) -> list[str]:
     """The entries that can run on a method (a registry name or a built model)."""
     caps = capabilities(_model_of(method)[1])
-    return [n for n, e in REGISTRY.items() if e.requires in caps]
+    return [e.name for e in entries() if e.requires in caps]
 
 
 def check_pairing(entry: Adaptation | str, method: str | nn.Module) -> None:
@@ -254,7 +350,7 @@ def check_pairing(entry: Adaptation | str, method: str | nn.Module) -> None:
     label, model = _model_of(method)
     caps = capabilities(model)
     if entry.requires not in caps:
-        ok = [n for n, e in REGISTRY.items() if e.requires in caps]
+        ok = [e.name for e in entries() if e.requires in caps]
         raise ConfigError(f"adaptation {entry.name!r} cannot run on method {label!r}: it needs "
                           f"{_NEEDS[entry.requires]}, which {label!r} lacks; compatible: {', '.join(ok)}")
 
@@ -281,12 +377,13 @@ def for_recipe(entry: Adaptation, recipe: Any) -> Adaptation:
     """The head entries follow a trained model's recipe (``inner_scope: all`` moves every restorer
     weight; ``aux_loss: rl`` uses the unmasked L_rec); other entries are returned unchanged."""
     changes: dict[str, Any] = {}
-    if entry.moves == "heads" and recipe.inner_scope == "all":
+    if entry.moves in ("heads", "official-heads") and recipe.inner_scope == "all":
         changes["moves"] = "all"
     if entry.loss == "aux-mask" and recipe.aux_loss == "rl":
         changes["loss"] = "aux-rec"
     return replace(entry, **changes) if changes else entry
 
 
-__all__ = ["Adaptation", "REGISTRY", "names", "get", "get_selectable", "describe", "compatible",
-           "check_pairing", "capabilities", "has_aux_head", "bind", "for_recipe", "from_metatest", "MOVES", "LOSSES", "OPTIMIZERS", "PREDICT_AFTER"]
+__all__ = ["Adaptation", "REGISTRY", "PLUGINS", "GROUP", "names", "get", "entries", "get_selectable", "describe",
+           "compatible", "check_pairing", "capabilities", "has_aux_head", "bind", "for_recipe", "from_metatest",
+           "check_plugin", "probe_moves", "refresh", "MOVES", "LOSSES", "OPTIMIZERS", "PREDICT_AFTER", "OVERRIDABLE"]

@@ -1,10 +1,11 @@
 """One code path for every adaptation entry: ``adapt_image(entry, model, noisy, clean=None)``.
 
-The learned families (heads, all weights, input offset, fresh zero-shot network) all run
-``bench.adaptation.inner.run_steps`` on a parameter dict through ``torch.func.functional_call``, so the
-model's own weights are never written. For the multi-task networks the body features (when only
-the heads move) and the mask are computed once per image, frozen, as ``bench.adaptation.inner`` does. The
-classical family runs NLM; ``none`` is the plain forward pass.
+Every entry is a pair of protocol objects (``bench.adaptation.families``): its ``Moves`` gives the
+parameter dict θ0 and the prediction as a function of θ, its ``Loss`` the self-supervised loss of θ,
+and learned entries run ``bench.adaptation.inner.run_steps`` on that loss through
+``torch.func.functional_call``, so the model's own weights are never written. For the multi-task
+networks the body features (when the body is frozen) and the mask are computed once per image, as
+``bench.adaptation.inner`` does. Entries that do not learn (NLM, ``none``) predict in one call.
 
 Diagnostics per step (the loss, the output change, and with the clean image the float PSNR and the
 gradient alignment) cost extra forward passes; their time is measured and left out of ``seconds``,
@@ -20,13 +21,13 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, grad
+from torch.func import grad
 
-from bench.adaptation.classical import nlm_denoise
-from bench.adaptation.inner import Params, forward_with, inner_parameters, run_steps
+from bench.adaptation.families import entry_mask, first_output
+from bench.adaptation.inner import Params, run_steps
 from bench.adaptation.registry import Adaptation, check_pairing
-from bench.adaptation.zsn2n import zero_shot_net, zsn2n_loss
-from bench.core.losses import aux_loss, l1
+from bench.core.errors import ConfigError
+from bench.core.losses import l1
 from bench.core.metrics import psnr_float
 from bench.core.probe import MemoryProbe, sync
 
@@ -44,8 +45,8 @@ class AdaptResult:
     peak_mib     CUDA: peak allocated minus allocated before; CPU: growth of the process's RSS peak
                  (VmHWM); None where it cannot be measured
     trajectory   (K+1, 1, 3, H, W) predictions of every iterate, with ``trajectory=True``
-    moved        the names of the parameters the adaptation updated (restorer-relative for heads/all,
-                 ``offset`` for LAN, the zero-shot network's own names for fresh)
+    moved        the names of the parameters the adaptation updated (restorer-relative for the heads and
+                 all weights, ``offset`` for LAN, the zero-shot network's own names for fresh)
     """
 
     prediction: Tensor
@@ -63,19 +64,6 @@ class AdaptResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def first_output(out: Tensor | tuple[Tensor, ...]) -> Tensor:
-    """The clean prediction of a forward pass (the auxiliary-head networks return (clean, rec))."""
-    return out[0] if isinstance(out, tuple) else out
-
-
-def entry_mask(entry: Adaptation, model: nn.Module, noisy: Tensor) -> Tensor:
-    """The mask ``entry``'s masked loss weights pixels with: the mask network's soft mask, or that
-    mask thresholded (``mask_threshold``, the official loop's mask > 0.5)."""
-    mask = model.mask_net(noisy)
-    t = entry.mask_threshold
-    return mask if t is None else (mask > t).to(mask.dtype)
-
-
 def _cosine(a: Params, b: Params) -> float:
     dot = sum((a[k].double() * b[k].double()).sum() for k in a)
     na = math.sqrt(sum(a[k].double().pow(2).sum() for k in a))
@@ -84,63 +72,22 @@ def _cosine(a: Params, b: Params) -> float:
 
 
 class _Problem:
-    """The parameters an entry moves, its prediction, its own loss and L_pri, as functions of a dict."""
+    """One image's adaptation: the entry's moves (parameters, prediction) and its loss, plus L_pri
+    for the diagnostics."""
 
     def __init__(self, entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor | None, seed: int):
-        self.entry, self.noisy, self.clean = entry, noisy, clean
-        self.restorer = getattr(model, "restorer", model)
-        self.features: Tensor | None = None
-        self.mask: Tensor | None = None
-        self.net: nn.Module | None = None
-        if entry.moves == "heads":
-            self.params = {k: p.detach() for k, p in inner_parameters(self.restorer, "heads").items()}
-            self.features = self.restorer.body(noisy)  # frozen: computed once (the caller holds no_grad)
-        elif entry.moves == "all":
-            self.params = {k: p.detach() for k, p in self.restorer.named_parameters()}
-        elif entry.moves == "offset":
-            self.params = {"offset": torch.zeros_like(noisy)}
-        elif entry.moves == "fresh":
-            self.net = zero_shot_net(seed, noisy.device, noisy.dtype)
-            self.params = {k: p.detach() for k, p in self.net.named_parameters()}
-        else:
-            raise ValueError(f"adaptation {entry.name!r} ({entry.moves}) does not learn")
-        if entry.loss == "aux-mask":
-            self.mask = entry_mask(entry, model, noisy)
-
-    def input(self, p: Params) -> Tensor:
-        return self.noisy + torch.tanh(p["offset"]) if self.entry.moves == "offset" else self.noisy
-
-    def denoise(self, p: Params, x: Tensor) -> Tensor:
-        """The denoiser with parameters ``p`` on any input ``x`` (no cached features)."""
-        if self.net is not None:
-            return x - functional_call(self.net, p, (x,))
-        if self.entry.moves == "offset":
-            return first_output(self.restorer(x))
-        return first_output(functional_call(self.restorer, p, (x,)))
-
-    def restore(self, p: Params) -> Tensor | tuple[Tensor, Tensor]:
-        """The restorer's output on this image (body features reused when only the heads move)."""
-        return forward_with(self.restorer, p, self.noisy, self.features)
-
-    def predict(self, p: Params) -> Tensor:
-        if self.entry.moves in ("heads", "all"):
-            return first_output(self.restore(p))
-        return self.denoise(p, self.input(p))
+        self.clean = clean
+        self.moved = entry.mover.start(model, noisy, seed)  # frozen parts computed once (the caller holds no_grad)
+        if not self.moved.params:
+            raise ConfigError(f"adaptation {entry.name!r} moves no parameter of this model (moves {entry.moves!r})")
+        self.params = self.moved.params
+        self.self_loss = entry.objective.bind(entry, model, self.moved, clean)
+        self.predict = self.moved.predict
 
     def pri_loss(self, p: Params) -> Tensor:
         if self.clean is None:
             raise ValueError("L_pri needs the clean image")
         return l1(self.predict(p), self.clean)
-
-    def self_loss(self, p: Params) -> Tensor:
-        loss = self.entry.loss
-        if loss in ("aux-mask", "aux-rec"):
-            return aux_loss(self.restore(p)[1], self.noisy, self.mask)
-        if loss == "zs-n2n":
-            return zsn2n_loss(lambda x: self.denoise(p, x), self.input(p))
-        if loss == "oracle":
-            return self.pri_loss(p)
-        raise ValueError(f"adaptation {self.entry.name!r}: no loss {loss!r}")
 
 
 class _Clock:
@@ -186,19 +133,19 @@ def adapt_image(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tenso
     if noisy.dim() != 4 or noisy.shape[0] != 1:
         raise ValueError(f"adapt_image takes one image (1, C, H, W), got shape {tuple(noisy.shape)}")
     check_pairing(entry, model)
-    if entry.loss == "oracle" and clean is None:
+    if entry.objective.needs_clean and clean is None:
         raise ValueError(f"adaptation {entry.name!r} steps on the clean image: pass clean")
-    if entry.learns:
+    learns = entry.learns
+    if learns:
         _warm_up()
     probe = MemoryProbe(noisy.device)
     with probe, _Clock(noisy.device) as clock, torch.no_grad():
-        if entry.learns:
+        if learns:
             result = _learned(entry, model, noisy, clean, clock, trajectory, diagnostics, seed)
-        elif entry.moves == "classical":
-            result = _classical(entry, noisy)
         else:
-            result = AdaptResult(prediction=model(noisy), updates=0)
-        if not entry.learns:
+            prediction, extra = entry.mover.predict(entry, model, noisy)
+            result = AdaptResult(prediction=prediction, updates=0, extra=extra)
+        if not learns:
             if clean is not None:
                 result.psnr = [clock.diagnostic(lambda: float(psnr_float(result.prediction[0], clean[0])))]
             if trajectory:
@@ -209,13 +156,6 @@ def adapt_image(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tenso
     result.memory_kind = ("cuda-allocated" if noisy.device.type == "cuda" else "rss-peak-growth") \
         if probe.over is not None else "unavailable"
     return result
-
-
-def _classical(entry: Adaptation, noisy: Tensor) -> AdaptResult:
-    image = noisy[0].permute(1, 2, 0).double().cpu().numpy()
-    out, sigma = nlm_denoise(image, **entry.options)
-    pred = torch.from_numpy(out).permute(2, 0, 1)[None].to(device=noisy.device, dtype=noisy.dtype)
-    return AdaptResult(prediction=pred, updates=0, extra={"sigma": sigma, **entry.options})
 
 
 def _learned(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor | None, clock: _Clock,
@@ -277,3 +217,6 @@ def _learned(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor |
                        losses=clock.diagnostic(lambda: [float(v) for v in losses]), delta_grey=deltas, psnr=psnrs,
                        alignment=alignment[0] if alignment else None,
                        trajectory=torch.stack(kept) if trajectory else None, moved=list(problem.params))
+
+
+__all__ = ["AdaptResult", "adapt_image", "entry_mask", "first_output"]  # the last two live in families

@@ -20,28 +20,33 @@ from bench.core.errors import BenchError
 
 @app.command("methods")
 def methods_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """List the registered methods with their parameter counts."""
+    """List the registered methods with their parameter counts and where each comes from (built-in, or
+    the plugin distribution and version that registers it)."""
     import methods as registry
 
-    rows = [registry.get(n).describe() for n in registry.names()]
+    try:
+        rows = [registry.get(n).describe() for n in registry.names()]
+    except registry.MethodError as e:  # a broken plugin: one line
+        raise BenchError(str(e)) from None
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     from rich.table import Table
 
     table = Table(title="Registered methods")
-    for col in ("name", "restorer", "mask", "total", "adapted at test", "description"):
-        table.add_column(col, justify="left" if col in ("name", "description") else "right")
+    for col in ("name", "restorer", "mask", "total", "adapted at test", "from", "description"):
+        table.add_column(col, justify="left" if col in ("name", "from", "description") else "right")
     for r in rows:
         p = r["params"]
         table.add_row(r["name"], f"{p['restorer']:,}", f"{p['mask']:,}", f"{p['total']:,}",
-                      f"{p['adapted']:,}" if p["adapted"] else "—", r["description"])
+                      f"{p['adapted']:,}" if p["adapted"] else "—", r["source"], r["description"])
     console.print(table)
 
 
 @app.command("adaptations")
 def adaptations_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
-    """List the test-time adaptation entries (what moves, on which loss, optimizer, steps, lr, citation)."""
+    """List the test-time adaptation entries (what moves, on which loss, optimizer, steps, lr, citation)
+    and where each comes from (built-in, or the plugin distribution and version that registers it)."""
     from bench.adaptation.registry import describe
 
     rows = describe()
@@ -51,12 +56,12 @@ def adaptations_cmd(as_json: bool = typer.Option(False, "--json", help="Machine-
     from rich.table import Table
 
     table = Table(title="Test-time adaptation entries (a study row's `adapt`, `bench denoise --adapt`)")
-    for col in ("name", "moves", "loss", "optimizer", "steps", "lr", "needs", "description"):
+    for col in ("name", "moves", "loss", "optimizer", "steps", "lr", "needs", "from", "description"):
         table.add_column(col, justify="right" if col in ("steps", "lr") else "left")
     for r in rows:
         name = r["name"] + (" (evaluation only)" if r["evaluation_only"] else "")
         table.add_row(name, r["moves"], r["loss"], r["optimizer"] or "—", str(r["steps"]) if r["optimizer"] else "—",
-                      f"{r['lr']:g}" if r["optimizer"] else "—", r["requires"], r["description"])
+                      f"{r['lr']:g}" if r["optimizer"] else "—", r["requires"], r["source"], r["description"])
     console.print(table)
 
 
@@ -252,6 +257,10 @@ def denoise(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Adapt a trained model to each of your photos and write the denoised PNGs."""
+    if adapt is not None:  # before torch loads
+        from bench.adaptation.names import check_selectable
+
+        check_selectable(adapt)
     from bench.cli.denoise import DenoiseOptions, denoise_files
 
     opts = DenoiseOptions(inputs=inputs, model=model, checkpoint=checkpoint, study=study, row=row, preset=preset,

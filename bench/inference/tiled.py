@@ -19,7 +19,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
-from bench.adaptation.inner import InnerOptimizer, aux_grad, forward_with, inner_parameters
+from bench.adaptation.families import RestorerWeights, body_frozen
+from bench.adaptation.inner import InnerOptimizer, aux_grad, forward_with
 from bench.adaptation.registry import Adaptation
 from bench.adaptation.run import adapt_image, entry_mask, first_output
 from bench.inference.tiling import Blender, Tile
@@ -54,7 +55,7 @@ class Job:
     @property
     def joinable(self) -> bool:
         """Whether ``joint`` can run this entry (weights shared by every tile, a per-pixel loss)."""
-        return self.entry.moves in ("heads", "all") and self.entry.loss in JOINT_LOSSES
+        return isinstance(self.entry.mover, RestorerWeights) and self.entry.loss in JOINT_LOSSES
 
     def mask_of(self, x: Tensor) -> Tensor:
         with torch.no_grad():
@@ -120,12 +121,12 @@ def joint(job: Job, x: Tensor, tiles: list[Tile], overlap: int, cache_bytes: flo
         raise ValueError(f"adaptation {entry.name!r} ({entry.moves}, {entry.loss}) cannot adapt jointly over tiles; "
                          "adapt it per tile")
     restorer = model.restorer
-    scope = entry.moves
     height, width = x.shape[-2:]
     blend = Blender(height, width, tiles, overlap)
-    params = {k: p.detach() for k, p in inner_parameters(restorer, scope).items()}
+    params = {k: p.detach() for k, p in entry.mover.select(restorer).items()}
+    frozen = body_frozen(restorer, params)
     opt = InnerOptimizer(params, entry.optimizer, entry.lr, entry.halve_lr_at)
-    per_px = 4 * (restorer.body.out_channels + 1) if scope == "heads" else 4
+    per_px = 4 * (restorer.body.out_channels + 1) if frozen else 4
     keep = sum(t.area for t in tiles) * per_px <= cache_bytes
     cache: dict[int, tuple[Tensor | None, Tensor | None]] = {}
     k = entry.steps
@@ -140,7 +141,7 @@ def joint(job: Job, x: Tensor, tiles: list[Tile], overlap: int, cache_bytes: flo
                 if i in cache:
                     feats, m = (None if c is None else c.to(job.device) for c in cache[i])
                 else:
-                    feats = restorer.body(xt) if scope == "heads" else None
+                    feats = restorer.body(xt) if frozen else None
                     m = job.mask_of(xt) if entry.loss == "aux-mask" else None
                     if keep:
                         cache[i] = tuple(None if c is None else c.cpu() for c in (feats, m))
