@@ -317,8 +317,9 @@ def bench(home: Path, study: Path, *extra: str) -> subprocess.Popen:
 
 
 def table(out: str) -> list[str]:
-    """The printed table without the timing line."""
-    return [ln for ln in out.splitlines() if "finished trial(s)" not in ln]
+    """The printed table without the timing line and the stage-cache lines (reused or trained
+    depends on where the run was interrupted)."""
+    return [ln for ln in out.splitlines() if "finished trial(s)" not in ln and not ln.startswith("cache: ")]
 
 
 def finish(proc: subprocess.Popen) -> str:

@@ -8,7 +8,7 @@ import methods
 from bench.adaptation.inner import meta_test, per_sample_mode
 from bench.cli import main
 from bench.core.errors import BenchError
-from bench.perf import measure, memmodel
+from bench.perf import cases, measure, memmodel, reference, roofline
 
 
 @pytest.fixture(autouse=True)
@@ -111,6 +111,67 @@ def test_memory_point_grows_with_steps():
     assert 0 < small < large
 
 
+def official_loop_transcribed(restoration_net, mask_net, noisy, num_inner_loop, lr):
+    """The official TTAID test loop (reference.OFFICIAL_SOURCE) as written there, for one image:
+    returns (the reported output, the names of the parameters it froze)."""
+    import copy
+
+    adapted_restoration_net = copy.deepcopy(restoration_net)
+    adapted_restoration_net.train()
+    optimizer = torch.optim.Adam(adapted_restoration_net.parameters(), lr=lr, betas=(0.9, 0.999))
+    for name, param in adapted_restoration_net.named_parameters():
+        param.requires_grad = False
+        if 'head' in name:
+            break
+    frozen = [n for n, p in adapted_restoration_net.named_parameters() if not p.requires_grad]
+    for i in range(num_inner_loop):
+        current_out_clean, current_noisy_rec = adapted_restoration_net(noisy)
+        current_mask = mask_net(noisy)
+        current_mask = (current_mask > 0.5).float()
+        aux_loss = torch.mean(torch.abs(noisy - current_noisy_rec) * current_mask)
+        optimizer.zero_grad()
+        aux_loss.backward()
+        optimizer.step()
+        current_out_clean = torch.clamp(current_out_clean, 0.0, 1.0)
+    return current_out_clean.detach(), frozen
+
+
+@pytest.mark.filterwarnings("ignore:Full backward hook is firing")
+def test_official_reference_freezes_and_computes_what_the_official_loop_does():
+    torch.manual_seed(0)
+    model = methods.create("ours")
+    model.eval()
+    noisy = torch.rand(1, 3, 24, 24)
+    r = model.restorer
+    expected, frozen = official_loop_transcribed(r, model.mask_net, noisy, 3, 1e-3)
+    assert reference.official_frozen(r) == frozen
+    names = [n for n, _ in r.named_parameters()]
+    first_head = names[len(frozen) - 1]
+    assert first_head.split(".", 1)[0] == r.head_names[0] and frozen == names[: names.index(first_head) + 1]
+    out = reference.official_meta_test(model, noisy, steps=3, lr=1e-3)
+    torch.testing.assert_close(out.clamp(0, 1), expected, rtol=0, atol=1e-6)
+
+    entered = []  # the official loop's backward never enters the body; the slow naive loop's does
+    hook = r.body.register_full_backward_hook(lambda *a: entered.append(1))
+    try:
+        reference.official_meta_test(model, noisy, steps=2, lr=1e-3)
+        assert not entered
+        reference.naive_meta_test(model, noisy, steps=1, lr=1e-3, freeze=False)
+        assert entered
+    finally:
+        hook.remove()
+    assert all(p.requires_grad for p in model.parameters())  # the model itself is left alone
+
+
+def test_flop_count_and_rates():
+    x, w = torch.rand(1, 4, 8, 8), torch.rand(4, 4, 3, 3)
+    flops = roofline.count_flops(lambda: torch.nn.functional.conv2d(x, w, padding=1))
+    assert flops == 2 * 4 * 4 * 9 * 8 * 8
+    variants = {"a": {"timing": {"median": 0.5}}, "b": {"timing": {}}}
+    roofline.add_rates(variants, {"a": 10**9, "b": 10**9})
+    assert variants["a"]["gflop"] == 1 and variants["a"]["gflops_per_s"] == 2 and variants["b"]["gflops_per_s"] is None
+
+
 # --------------------------------------------------------------------------- the command
 
 
@@ -129,16 +190,25 @@ def test_quick_perf_checks_every_fast_path(capsys, tmp_path):
     checks = [c for case in result["cases"] for c in case["checks"]]
     assert len(checks) >= 10 and all(c["ok"] for c in checks)
     mtl = next(c for c in result["cases"] if c["case"] == "mtl")
-    assert {"naive", "ours", "ours, vmap", "ours, first order", "ours, channels-last"} <= mtl["variants"].keys()
-    assert mtl["speedup"]["ours"]["naive"]["median_of_ratios"] > 0
+    naive = cases.NAIVE_MTL
+    assert {naive, "ours", "ours, vmap", "ours, first order", "ours, channels-last"} <= mtl["variants"].keys()
+    assert mtl["speedup"]["ours"][naive]["median_of_ratios"] > 0
     assert result["environment"]["torch"] == torch.__version__
     md = (tmp_path / "perf-cpu-quick.md").read_text()
-    assert "| MTL step, B=2, 64², K=2 | naive |" in md and "## Checks" in md
+    assert f"| MTL step, B=2, 64², K=2 | {naive} |" in md and "## Checks" in md
+    # the roofline: measured peaks, and every timed variant's FLOPs and rate
+    peak = result["roofline"]
+    assert peak["matmul_gflops"] > 0 and peak["conv_gflops"] > 0
+    meta = next(c for c in result["cases"] if c["case"] == "metatest-64")
+    assert all(v["gflop"] > 0 and v["gflops_per_s"] > 0 for v in meta["variants"].values())
+    assert any(h.startswith("roofline: measured peaks") for h in result["headlines"])
+    assert "GFLOP/s (% of conv peak)" in md and "Roofline (measured in this run" in md
+    # the headline meta-test ratios are of the paths users run against the official loop
+    assert {cases.ALG3_ENTRY, cases.OFFICIAL_ENTRY} <= meta["speedup"].keys()
+    assert meta["baseline"] == cases.OFFICIAL
 
 
 def test_a_mismatch_exits_1(run_cli, tmp_path, monkeypatch):
-    import bench.perf.cases as cases
-
     real = cases.naive_meta_test
     monkeypatch.setattr(cases, "naive_meta_test", lambda *a, **k: real(*a, **k) + 1e-2)
     code, out, _ = run_cli("perf", "--quick", "--only", "metatest", "--out", str(tmp_path))

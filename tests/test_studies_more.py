@@ -63,7 +63,7 @@ def test_tune_prunes_a_bad_trial_and_writes_a_runnable_study(tmp_path, capsys):
           "--home", str(tmp_path), "--quiet"])
     capsys.readouterr()
     (trial,) = [t for t in _trials(tmp_path, "tuned-") if t.state.name == "COMPLETE"]
-    assert set(trial.user_attrs) <= {"mlflow_run_id", "owner"}  # Optuna keeps the run id; MLflow the results
+    assert set(trial.user_attrs) <= {"mlflow_run_id", "owner", "stage_keys"}  # Optuna keeps the run id and stage keys; MLflow the results
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     rerun = client.get_run(trial.user_attrs["mlflow_run_id"])
     assert rerun.data.metrics["val/psnr"] == pytest.approx(study.best_value, abs=1e-9)

@@ -1,8 +1,10 @@
 """`bench perf`: the fast paths of the inner loop timed side by side with naive references.
 
-- ``reference``: deliberately naive MTL and meta-test loops (the baselines, and the equivalence
-  references of tests/test_adapt.py);
+- ``reference``: the official TTAID test loop at its own cost, and naive MTL, MAXL and meta-test
+  loops, slower by design and named so (the baselines, and the equivalence references of
+  tests/test_adapt.py);
 - ``measure``: interleaved timing, peak memory (CUDA allocator; CPU profiler / RSS);
+- ``roofline``: FLOPs per variant and the machine's measured matmul and convolution peaks;
 - ``cases``: MTL step, meta-test per size (+ bf16/fp16, channels-last, torch.compile), batched
   meta-test, MAXL step, evaluation throughput — each checked against its reference first;
 - ``memmodel``: MTL memory versus K, batch and patch size, fitted and extrapolated;

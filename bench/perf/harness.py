@@ -20,12 +20,14 @@ from torch import Tensor, nn
 
 import methods
 from bench.perf.measure import interleaved, speedup, tensor_peak_mib
+from bench.perf.roofline import add_rates, count_flops
 
 MTL_HP = dict(inner_lr=5e-5, lambda_in=10.0, lambda_out=10.0)
 META_LR = 1e-5
 CHECK_INNER_LR = 5e-3  # MTL check: 100× the paper's α
 CHECK_LR = 1e-2  # meta-test check: 1000× the paper's α, the adaptation moves the output by ≫ TOL_IMAGE
-OFFICIAL_LR = 1e-5  # the official test loop's Adam step; Adam's normalised steps already move the output ≫ TOL_IMAGE
+OFFICIAL_LR = 1e-5  # the official test loop's Adam step (timing)
+OFFICIAL_CHECK_LR = 1e-3  # its check: 100× that, so that K−1 Adam steps move the output ≫ TOL_IMAGE
 
 # Tolerances (float32). Gradients: per parameter tensor, max|fast − naive| / max|naive|.
 # Images: max |fast − naive| over pixels, outputs in [0, 1] (8-bit step: 3.9e-3).
@@ -56,6 +58,7 @@ class PerfConfig:
     channels_last: bool = False  # also time channels-last variants
     compile: bool = False  # also time torch.compile'd meta-test
     memory: bool = True  # tensor peak per variant (one extra run each)
+    roofline: bool = True  # FLOPs per variant (one extra run each) and the machine's measured peaks
     width: tuple[int, int] = (32, 16)  # (base, scale) of the network
     weights: str | None = None
     seed: int = 0
@@ -138,6 +141,9 @@ class Bench:
             for name, fn in fns.items():
                 self.log(f"  tensor peak of {name}")
                 result.variants[name]["memory"]["tensor_peak_mib"] = tensor_peak_mib(fn, self.device)
+        if cfg.roofline:
+            self.log("  counting FLOPs")
+            add_rates(result.variants, {name: count_flops(fn) for name, fn in fns.items()})
 
 
 # --------------------------------------------------------------------------- inputs

@@ -1,10 +1,12 @@
-"""Deliberately naive reference loops: what `bench perf` times the fast paths against, and what the
-fast paths are checked to agree with (here and in tests/test_adapt.py).
+"""Reference loops: what `bench perf` times the fast paths against, and what the fast paths are
+checked to agree with (here and in tests/test_adapt.py).
 
-They follow the algorithms literally and do nothing clever: one sample at a time, the *whole*
-network (body included) at every inner step, plain ``torch.autograd.grad`` / ``torch.optim``.
-``official_meta_test`` is the official TTAID test loop (its Adam, its thresholded mask, its
-reported prediction), the reference for what the paper's meta-test numbers measured.
+Two kinds, and each says which it is. ``official_meta_test`` is the official TTAID test loop as
+that code runs it — same parameters frozen, same optimizer, same mask, same reported prediction —
+so a ratio against it is a ratio against what the official code costs. The ``naive_*`` loops
+follow the algorithms literally and do nothing clever: one sample at a time, the whole network at
+every inner step, plain ``torch.autograd.grad`` / ``torch.optim``; they are slower than any
+sensible implementation by design, and `bench perf` names them so (docs/performance.md).
 """
 from __future__ import annotations
 
@@ -103,19 +105,35 @@ def naive_meta_test(model: nn.Module, noisy: Tensor, *, steps: int, lr: float, s
     return torch.cat(out)
 
 
+OFFICIAL_SOURCE = "agusgun/TTAID, modules/models/real_denoiser.py, RealDenoiserMetaTransfer.validate, lines 1170-1204"
+"""Where ``official_meta_test`` is transcribed from: the test-mode branch (no ground truth); the
+validation-mode branch (lines 1041-1075) is the same loop."""
+
+
+def official_frozen(restorer: nn.Module) -> list[str]:
+    """The restorer parameters the official test loop freezes: in ``named_parameters`` order, every
+    one up to and including the first whose name contains ``head`` (real_denoiser.py lines
+    1180-1183: ``param.requires_grad = False; if 'head' in name: break``) — the body and the
+    primary head's first convolution. Its Adam holds all parameters but steps only those with a
+    gradient, i.e. the rest."""
+    names = [k for k, _ in restorer.named_parameters()]
+    first = next((i for i, k in enumerate(names) if "head" in k), len(names) - 1)
+    return names[: first + 1]
+
+
 def official_meta_test(model: nn.Module, noisy: Tensor, *, steps: int, lr: float, threshold: float | None = 0.5,
                        report: str = "before_last") -> Tensor:
-    """Alg. 3 as the official TTAID test loop runs it (the one behind the paper's Table 2 meta-test).
+    """Alg. 3 as the official TTAID test loop runs it (the one behind the paper's Table 2 meta-test;
+    ``OFFICIAL_SOURCE``), at the cost that code has.
 
-    Per image: a deep copy of the model; Adam (betas 0.9/0.999, eps 1e-8) over the restorer's
-    parameters from the first head's name on; ``steps`` iterations of the full restorer *and* the
-    mask network forward, the mask thresholded at ``threshold`` (None: the soft mask), masked L1,
-    backward (through the body too), step. ``report="before_last"`` returns the prediction of the
-    last iteration's forward pass, i.e. after K−1 updates, as the official loop does;
-    ``report="after"`` one more forward after the K-th update.
-
-    With ``threshold=None, report="after"`` this is ``bench.adaptation.inner.meta_test(optimizer="adam")``
-    computed the slow way (`bench perf` checks that they agree).
+    Per image: a deep copy of the restorer; ``requires_grad = False`` on ``official_frozen`` (so
+    backward never enters the body, nor the primary head's first conv); Adam (betas 0.9/0.999,
+    eps 1e-8) over the rest; ``steps`` iterations of the full restorer forward and the mask network
+    forward (recorded by autograd as there, though ``(mask > 0.5).float()`` passes no gradient
+    back), the mask thresholded at ``threshold`` (None: the soft mask, detached), masked L1,
+    backward, step. ``report="before_last"`` returns the prediction of the last
+    iteration's forward pass, i.e. after K−1 updates, as the official loop does (it also clamps it
+    to [0, 1], which the metrics do here); ``report="after"`` one more forward after the K-th update.
     """
     if report not in ("before_last", "after"):
         raise ValueError(f"report {report!r}: expected before_last or after")
@@ -124,17 +142,16 @@ def official_meta_test(model: nn.Module, noisy: Tensor, *, steps: int, lr: float
         n = noisy[j : j + 1]
         m = copy.deepcopy(model)
         r = m.restorer
-        named = list(r.named_parameters())
-        first = next(i for i, (k, _) in enumerate(named) if k.split(".", 1)[0] in r.head_names)
-        opt = torch.optim.Adam([p for _, p in named[first:]], lr=lr, betas=(0.9, 0.999), eps=1e-8)
+        frozen = set(official_frozen(r))
+        for k, p in r.named_parameters():
+            p.requires_grad_(k not in frozen)
+        opt = torch.optim.Adam([p for p in r.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.999), eps=1e-8)
         pred = None
         for _ in range(steps):
             opt.zero_grad()
             pred, rec = r(n)
-            with torch.no_grad():
-                mask = m.mask_net(n)
-                if threshold is not None:
-                    mask = (mask > threshold).to(n.dtype)
+            mask = m.mask_net(n)  # with autograd recording, as there; the threshold cuts the graph
+            mask = (mask > threshold).to(n.dtype) if threshold is not None else mask.detach()
             aux_loss(rec, n, mask).backward()
             opt.step()
         if pred is None or report == "after":

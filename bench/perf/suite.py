@@ -15,9 +15,11 @@ import torch
 
 from bench.core.device import parse_device
 from bench.core.errors import BenchError
-from bench.perf.cases import case_batched, case_eval, case_maxl, case_metatest, case_mtl, check_precisions
+from bench.perf.cases import (ALG3_ENTRY, NAIVE_MTL, OFFICIAL, OFFICIAL_ENTRY, case_batched, case_eval, case_maxl,
+                              case_metatest, case_mtl, check_precisions)
 from bench.perf.harness import TOL_GRAD, TOL_IMAGE, TOL_PSNR_DB, Bench, PerfConfig
 from bench.perf.measure import environment, load_average
+from bench.perf.roofline import peaks
 
 CASES = ("mtl", "metatest", "batched", "maxl", "eval", "memmodel", "contention")
 
@@ -33,7 +35,7 @@ def make_config(*, device: str = "cpu", quick: bool = False, precision: str = "a
                 only: str | None = None, repeats: int | None = None, warmup: int | None = None,
                 channels_last: bool = False, compile: bool = False, first_order: bool = True,
                 memory: bool = True, memory_model: bool = False, wide: bool = False,
-                weights: str | None = None, seed: int = 0) -> PerfConfig:
+                weights: str | None = None, seed: int = 0, roofline: bool = True) -> PerfConfig:
     """A validated PerfConfig from command-line values; BenchError on anything unusable."""
     dev = parse_device(device)
     if precision == "auto":
@@ -69,6 +71,8 @@ def make_config(*, device: str = "cpu", quick: bool = False, precision: str = "a
         kw["warmup"] = warmup
     if not memory:
         kw["memory"] = False
+    if not roofline:
+        kw["roofline"] = False
     if weights is not None and not Path(weights).is_file():
         raise BenchError(f"--weights {weights}: no such file")
     return PerfConfig.quick_config(**kw) if quick else PerfConfig(**kw)
@@ -86,6 +90,9 @@ def run_perf(cfg: PerfConfig, log: Callable[[str], None] = lambda s: None) -> di
         "cases": [],
     }
     b = Bench(cfg, log)
+    if cfg.roofline:
+        log("roofline: the machine's matrix-product and convolution peaks")
+        result["roofline"] = peaks(device, seconds=0.2 if cfg.quick else 2.0)
     jobs: list[tuple[str, Callable[[], Any]]] = []
     if "mtl" in cfg.cases:
         jobs.append(("MTL step", lambda: case_mtl(b)))
@@ -118,9 +125,10 @@ def run_perf(cfg: PerfConfig, log: Callable[[str], None] = lambda s: None) -> di
     return result
 
 
-# (case prefix, reference, variants): the ratios with a speed target, one line per case
-HEADLINES = (("metatest-", "official", ("ours, adam", "ours", "ours, NHWC loop, adam", "ours, NHWC loop")),
-             ("mtl", "naive", ("ours", "ours, NCHW")))
+# (case prefix, reference, variants): the ratios with a speed target, one line per case — the paths
+# users run (each preset's meta-test entry, the default layout) against the reference they beat
+HEADLINES = (("metatest-", OFFICIAL, (ALG3_ENTRY, OFFICIAL_ENTRY, "ours")),
+             ("mtl", NAIVE_MTL, ("ours",)))
 
 
 def headlines(result: dict[str, Any]) -> list[str]:
@@ -139,12 +147,29 @@ def headlines(result: dict[str, Any]) -> list[str]:
                 parts.append(f"{name} {sp['median_of_ratios']:.2f}×" + ("" if cpu is None else f" (CPU time {cpu:.2f}×)"))
             if parts:
                 lines.append(f"{case['title']} vs {base}: " + "; ".join(parts))
+    if "roofline" in result:
+        lines.append(roofline_line(result))
     if "contention" in result:
         c = result["contention"]
         lines.append(f"{c['stage']}, beside a busy process / alone: " + "; ".join(
             f"{name} {r['ratio']:.2f}× ({r['beside']['seconds']:.1f} / {r['alone']['seconds']:.1f} s)"
             for name, r in c["settings"].items()))
     return lines
+
+
+def roofline_line(result: dict[str, Any]) -> str:
+    """'roofline: peaks … GFLOP/s; achieved: <case> <variant> … GFLOP/s (…% of the conv peak); …'
+    for each headline variant of each case."""
+    peak = result["roofline"]
+    parts = []
+    for case in result["cases"]:
+        names = next((names for prefix, _, names in HEADLINES if case["case"].startswith(prefix)), ())
+        for name in names:
+            rate = case["variants"].get(name, {}).get("gflops_per_s")
+            if rate:
+                parts.append(f"{case['title']} {name} {rate:.3g} GFLOP/s ({rate / peak['conv_gflops']:.0%} of conv)")
+    return (f"roofline: measured peaks {peak['matmul_gflops']:.3g} GFLOP/s fp32 matmul, {peak['conv_gflops']:.3g} "
+            f"GFLOP/s 3×3 conv" + ("; achieved: " + "; ".join(parts) if parts else ""))
 
 
 def failed_checks(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -193,15 +218,26 @@ def table_rows(result: dict[str, Any]) -> list[list[str]]:
             if not cuda:
                 row += [_t(v.get("cpu_timing", {}).get("median")), _ratio_cell(case, name, "cpu_time")]
             row += [_mib(mem.get("tensor_peak_mib")), _mib(mem.get("cuda_peak_mib") if cuda else mem.get("rss_peak_mib"))]
+            if "roofline" in result:
+                row += _roofline_cells(v, result["roofline"])
             rows.append(row)
     return rows
+
+
+def _roofline_cells(v: dict[str, Any], peak: dict[str, Any]) -> list[str]:
+    """GFLOP per call, and achieved GFLOP/s with its share of the measured convolution peak."""
+    gflop, rate = v.get("gflop"), v.get("gflops_per_s")
+    if gflop is None:
+        return ["—", "—"]
+    return [f"{gflop:.3g}", "—" if not rate else f"{rate:.3g} ({rate / peak['conv_gflops']:.0%})"]
 
 
 def headers(result: dict[str, Any]) -> list[str]:
     cuda = result["environment"]["device"] == "cuda"
     return ["case", "variant", "median", "IQR", "min – max", "speed-up",
             *([] if cuda else ["CPU time (median)", "CPU-time speed-up"]), "tensor peak MiB",
-            "CUDA max alloc. MiB" if cuda else "RSS peak MiB"]
+            "CUDA max alloc. MiB" if cuda else "RSS peak MiB",
+            *(["GFLOP", "GFLOP/s (% of conv peak)"] if "roofline" in result else [])]
 
 
 def _md_table(head: list[str], rows: list[list[str]]) -> str:
@@ -226,6 +262,7 @@ def to_markdown(result: dict[str, Any]) -> str:
            "(CUDA: max allocated − allocated before; CPU: PyTorch profiler, live tensor bytes).", "",
            *(["Headline ratios (median of per-round ratios, same run):", "",
               *[f"- {h}" for h in result.get("headlines", [])], ""] if result.get("headlines") else []),
+           *([roofline_markdown(result["roofline"]), ""] if "roofline" in result else []),
            _md_table(headers(result), table_rows(result)), "", "## Checks", "",
            _md_table(["case", "check", "value", "tolerance", "effect guarded", "ok"],
                      [[c["case"], c["what"], f"{c['value']:.3g}", f"{c['tol']:g}",
@@ -239,6 +276,13 @@ def to_markdown(result: dict[str, Any]) -> str:
     if "contention" in result:
         out += ["", contention_markdown(result["contention"])]
     return "\n".join(out) + "\n"
+
+
+def roofline_markdown(peak: dict[str, Any]) -> str:
+    return (f"Roofline (measured in this run, best of short runs): {peak['matmul_gflops']:.3g} GFLOP/s for a "
+            f"{peak['matmul']}, {peak['conv_gflops']:.3g} GFLOP/s for a {peak['conv']}. GFLOP: convolutions and "
+            "matrix products of one call (torch.utils.flop_counter; element-wise work not counted); GFLOP/s: "
+            "that over the median time, with its share of the convolution peak.")
 
 
 def memory_markdown(mm: dict[str, Any]) -> str:

@@ -27,9 +27,23 @@ import mlflow  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
 from bench.core.errors import BenchError  # noqa: E402
+from bench.core.fingerprint import git_state, plugin_versions  # noqa: E402
 from bench.core.home import Home, HomeLike  # noqa: E402
 from bench.core.tempfiles import claim_folder, temp_path  # noqa: E402
-from bench.runtime.tags import CHECKPOINT, ERROR, OPTUNA_STORAGE, OPTUNA_TRIAL, PARENT, REFERENCE, STAGE_KEY  # noqa: E402
+from bench.runtime.tags import (  # noqa: E402
+    CHECKPOINT,
+    ERROR,
+    GIT,
+    GIT_COMMIT,
+    GIT_DIRTY,
+    OPTUNA_STORAGE,
+    OPTUNA_TRIAL,
+    PARENT,
+    PLUGIN_PREFIX,
+    PLUGINS,
+    REFERENCE,
+    STAGE_KEY,
+)
 from bench.runtime.urls import mask_secret  # noqa: E402  (light: the command line checks --storage with it)
 
 # No "creating initial database tables" chatter on first use (set after mlflow configures its loggers).
@@ -93,7 +107,9 @@ def local_store(home: HomeLike) -> None:
 @functools.lru_cache(maxsize=1)
 def _schema_head() -> str | None:
     try:
-        from mlflow.store.db.utils import _get_latest_schema_revision  # mlflow's, pinned range
+        from mlflow.store.db.utils import (
+            _get_latest_schema_revision,  # mlflow's, pinned range
+        )
 
         return _get_latest_schema_revision()
     except Exception:
@@ -316,14 +332,26 @@ def disk_errors(run: Run | None = None, where: Path | str | None = None) -> Iter
         raise disk_error(where or "the bench home", e) from None
 
 
+def code_tags() -> dict[str, str]:
+    """The tags every run carries: the project's git commit and dirty flag (or why there are none)
+    and each plugin distribution's version."""
+    state = git_state()
+    out = ({GIT_COMMIT: state["commit"], GIT_DIRTY: state["dirty"]} if "commit" in state else {GIT: state["git"]})
+    plugins = plugin_versions()
+    out[PLUGINS] = ", ".join(f"{k} {v}" for k, v in plugins.items()) or "none"
+    out.update({f"{PLUGIN_PREFIX}{k}": v for k, v in plugins.items()})
+    return out
+
+
 @contextmanager
 def run(name: str, experiment_id: str | None = None, nested: bool = False,
         tags: dict[str, Any] | None = None, run_id: str | None = None) -> Iterator[Run]:
     """An MLflow run that ends FINISHED, KILLED (pruned or interrupted) or FAILED, never RUNNING.
 
     With ``run_id`` an existing run is reopened (a trial or stage resumed after a kill) instead of
-    a new one started, so an interrupted row keeps one run.
+    a new one started, so an interrupted row keeps one run. Every run gets ``code_tags()``.
     """
+    tags = {**code_tags(), **(tags or {})}
     if run_id is not None:
         active = mlflow.start_run(run_id=run_id, nested=nested)
         if ERROR in active.data.tags:  # the reason it stopped last time no longer holds

@@ -130,23 +130,30 @@ class TrialQueue:
                 dead.append(t.number)
         return dead
 
-    def missing(self, wanted: list[dict], settled: Callable[[optuna.trial.FrozenTrial], bool]) -> list[dict]:
-        """Those of ``wanted`` with no trial waiting, running, complete or ``settled``."""
+    def missing(self, wanted: list[dict], settled: Callable[[optuna.trial.FrozenTrial], bool],
+                current: Callable[[optuna.trial.FrozenTrial], bool] = lambda t: True) -> list[dict]:
+        """Those of ``wanted`` with no trial waiting, running, ``settled`` or complete and ``current``
+        (a complete trial the current code would not produce again is run anew)."""
         taken = {_key(trial_params(t)) for t in self.study.get_trials(deepcopy=False)
-                 if t.state in (State.WAITING, State.RUNNING, State.COMPLETE) or settled(t)}
+                 if t.state in (State.WAITING, State.RUNNING) or (t.state == State.COMPLETE and current(t))
+                 or settled(t)}
         return [p for p in wanted if _key(p) not in taken]
 
-    def enqueue(self, wanted: list[dict], settled: Callable[[optuna.trial.FrozenTrial], bool]) -> int:
+    def enqueue(self, wanted: list[dict], settled: Callable[[optuna.trial.FrozenTrial], bool],
+                current: Callable[[optuna.trial.FrozenTrial], bool] = lambda t: True) -> int:
         """Queue each of ``wanted`` that is ``missing``; returns how many were queued.
 
         A row that failed before (its process died, or was interrupted) is queued with the MLflow
-        run of its last attempt, which the trial reopens and carries on in (``resume_run``).
+        run of its last attempt, which the trial reopens and carries on in (``resume_run``); a row
+        whose complete trial is not ``current`` gets a new run.
         """
-        todo = self.missing(wanted, settled)
+        todo = self.missing(wanted, settled, current)
         trials = self.study.get_trials(deepcopy=False)
         for params in todo:
             earlier = [t for t in trials if _key(trial_params(t)) == _key(params) and "mlflow_run_id" in t.user_attrs]
-            attrs = {"resume_run": earlier[-1].user_attrs["mlflow_run_id"]} if earlier else {}
+            # resume an interrupted attempt; a complete but outdated trial's run stays as it is
+            resume = earlier and earlier[-1].state != State.COMPLETE
+            attrs = {"resume_run": earlier[-1].user_attrs["mlflow_run_id"]} if resume else {}
             self.study.enqueue_trial(params, user_attrs=attrs, skip_if_exists=False)
         return len(todo)
 

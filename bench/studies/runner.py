@@ -93,6 +93,7 @@ def run_trial(runner: "StudyRunner", trial: optuna.Trial, plan: RowPlan, seed: i
                       tags={tags.ROW: row.name, tags.SEED: seed, tags.STUDY: runner.study_name,
                             tags.OPTUNA_TRIAL: trial.number, tags.OPTUNA_STORAGE: runner.storage_label}) as run:
         trial.set_user_attr("mlflow_run_id", run.id)  # all Optuna keeps; a retry after a kill reopens this run
+        trial.set_user_attr("stage_keys", {s.name: s.key for s in plan.stages(data.key, seed)})  # see stale_trials
         run.params({**plan.params, "seed": seed, "device": str(runner.device)})
         if plan.select:
             run.params({"adapt_select": json.dumps(plan.select)})
@@ -202,12 +203,47 @@ class StudyRunner:
         with queue.locked():  # a dead process's trials and runs, also when nothing is left to run
             queue.recover()
             self._end_orphans(queue)
-        if queue.missing(self.wanted(), _settled) or queue.busy(self.wanted()):
+        for line in self.stale_trials():
+            print(f"note: {line}", file=sys.stderr)
+        if queue.missing(self.wanted(), _settled, self.current) or queue.busy(self.wanted()):
             run_workers(self._work, workers)
         with queue.locked():  # two commands at once log the reference once
             self.log_reference()
-        return [t for t in self.study().get_trials(deepcopy=False)
-                if t.state == State.COMPLETE and t.params.get("seed") in self.seeds]
+        # one trial per row × seed: the newest that the current code would produce (a row rerun after a
+        # code change has an outdated trial beside it), else the newest
+        latest: dict[tuple, tuple[bool, int, optuna.trial.FrozenTrial]] = {}
+        for t in self.study().get_trials(deepcopy=False, states=(State.COMPLETE,)):
+            if t.params.get("seed") in self.seeds:
+                key, rank = (t.params.get("row"), t.params.get("seed")), (self.current(t), t.number)
+                if key not in latest or rank > latest[key][:2]:
+                    latest[key] = (*rank, t)
+        return sorted((v[2] for v in latest.values()), key=lambda t: t.number)
+
+    def changed_stages(self, t: optuna.trial.FrozenTrial) -> list[str]:
+        """The stages of a complete trial that the current code keys differently ("name old → new");
+        empty for a trial that recorded no keys (nothing to compare) or a row this study no longer has."""
+        row, seed, then = t.params.get("row"), t.params.get("seed"), t.user_attrs.get("stage_keys")
+        if row not in self.plans or not then:
+            return []
+        plan = self.plans[row]
+        now = {s.name: s.key for s in plan.stages(self.data_for(plan.preset).key, seed)}
+        return [f"{k} {then.get(k, '-')[:8]} → {v[:8]}" for k, v in now.items() if then.get(k) != v]
+
+    def current(self, t: optuna.trial.FrozenTrial) -> bool:
+        """Whether a complete trial is what the current code would produce (its stages' keys hold)."""
+        return not self.changed_stages(t)
+
+    def stale_trials(self) -> list[str]:
+        """The rows of this command's seeds none of whose complete trials the current code would
+        produce (code changed since they ran): they run again, and the table shows the new run."""
+        stale: dict[tuple, optuna.trial.FrozenTrial | None] = {}
+        for t in self.study().get_trials(deepcopy=False, states=(State.COMPLETE,)):
+            key = (t.params.get("row"), t.params.get("seed"))
+            if key[1] in self.seeds and (key not in stale or stale[key] is not None):
+                stale[key] = None if self.current(t) else t
+        return [f"row {t.params.get('row')!r} seed {t.params.get('seed')} ran with stages the current code keys "
+                f"differently ({'; '.join(self.changed_stages(t))}): it runs again"
+                for t in stale.values() if t is not None]
 
     def log_reference(self) -> str | None:
         """The "Noisy input" rows, logged once per study as a run of their own; returns its id."""
@@ -259,7 +295,7 @@ class StudyRunner:
             with queue.locked():
                 queue.recover()
                 self._end_orphans(queue)
-                queue.enqueue(self.wanted(), _settled)
+                queue.enqueue(self.wanted(), _settled, self.current)
                 claimed = queue.claim()
             if claimed is None:
                 if not queue.busy(self.wanted()):
