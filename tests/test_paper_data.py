@@ -58,9 +58,10 @@ def test_paper_preset_runs_on_a_real_layout_tree(tmp_path, capsys):
           "--data-root", str(root), "--home", str(tmp_path / "home"), "--quiet"])
     out = capsys.readouterr().out
     assert "│ Ours" in out and "Noisy input" in out
-    main(["data", "check", "--preset", "paper", "--data-root", str(root)])
+    with pytest.raises(SystemExit) as exc:  # a small tree: every set is there, but not the published counts
+        main(["data", "check", "--preset", "paper", "--data-root", str(root)])
     out = capsys.readouterr().out
-    assert out.count("found") >= 5 and "missing" not in out
+    assert exc.value.code == 1 and out.count("incomplete") == 5 and "missing" not in out
 
 
 def test_missing_data_is_one_line_and_writes_no_run(tmp_path, capsys):
@@ -76,7 +77,26 @@ def test_data_check_reports_missing_sets_with_exit_1(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["data", "check", "--preset", "paper", "--data-root", str(tmp_path)])
     assert exc.value.code == 1
-    assert "missing" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "missing" in out and "bench data fetch sidd-small" in out
+
+
+def test_data_check_counts_against_the_published_numbers(tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    from bench.data import fetch
+
+    write_paper_tree(tmp_path, n_sidd=3, n_polyu=2)
+    published = {"div2k-train": 2, "div2k-valid": 1, "sidd-small": 3, "polyu": 2, "nam": 2}
+    monkeypatch.setattr(fetch, "ARCHIVES", {n: dataclasses.replace(a, expected=published[n])
+                                            for n, a in fetch.ARCHIVES.items()})
+    main(["data", "check", "--preset", "paper", "--data-root", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert out.count("found") == 5 and "3/3" in out
+    (tmp_path / "SIDD_Small_sRGB_Only" / "Scene_Instances.txt").write_text("0000_001_S6_00100_00060_3200_L\n")
+    with pytest.raises(SystemExit) as exc:  # a half-extracted SIDD no longer passes
+        main(["data", "check", "sidd-small", "--data-root", str(tmp_path)])
+    assert exc.value.code == 1 and "incomplete" in capsys.readouterr().out
 
 
 def test_data_preview_writes_a_png(tmp_path, capsys):

@@ -41,7 +41,7 @@ def test_defaults_define_the_control_the_camera_shift_and_a_strong_shift():
     assert strong.shot_range[0] > max(camera.get_profile(p).shot_range[1] for p in camera.TRAIN_PROFILES)
 
 
-@pytest.mark.parametrize("name", sorted(load_scenarios()))
+@pytest.mark.parametrize("name", sorted(n for n, s in load_scenarios().items() if s.kind == "simulated"))
 def test_every_default_scenario_has_at_least_64_paired_instances(name):
     from bench.core.config import load_preset
     from bench.data.scenarios import sized

@@ -7,11 +7,12 @@ from typing import Optional
 import numpy as np
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench.cli.app import shown_path
 from bench.cli.options import preset_option
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, DataError
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect the data sets a preset uses.")
 console = Console(width=None if __import__("sys").stdout.isatty() else 150)
@@ -26,21 +27,30 @@ def _fmt(hw) -> str:
 
 
 @data_app.command("check")
-def check(preset: str = preset_option("quick", "Preset whose data to check"),
-          data_root: Optional[Path] = DataRootOpt) -> None:
-    """List each data set the preset needs: found, pairs, sizes, and where a missing one goes."""
+def check(names: Optional[list[str]] = typer.Argument(None, help="Real data sets to check (div2k-train, "
+                                                      "div2k-valid, sidd-small, polyu, nam); default: the preset's."),
+          preset: str = preset_option("quick", "Preset whose data to check"),
+          data_root: Optional[Path] = DataRootOpt,
+          verify: bool = typer.Option(False, "--verify", help="Also re-hash every file of a fetched set against "
+                                      "the hashes recorded when `bench data fetch` installed it.")) -> None:
+    """List each data set the preset needs: found, pairs against the published count, sizes, and where
+    a missing one goes (`bench data fetch NAME` gets it)."""
     from bench.core.config import load_preset
 
     cfg = load_preset(preset).data  # before the data modules (and torch) load
     from bench.data import camera, embedded
+    from bench.data.fetch import ARCHIVES, has_manifest
+    from bench.data.fetch import verify as verify_set
     from bench.data.real import check as check_real
     from bench.data.real import data_root as resolve_root
 
-    table = Table(title=f"data for preset {preset!r} ({cfg.source})", title_justify="left")
+    real_sets = list(names or []) or (list(PAPER_SETS) if cfg.source != "embedded" or verify else [])
+    title = f"data for preset {preset!r} ({cfg.source})" if not names else "real data sets"
+    table = Table(title=title, title_justify="left")
     for col in ("set", "status", "pairs", "smallest", "largest", "noise / where"):
         table.add_column(col, justify="right" if col in ("pairs", "smallest", "largest") else "left")
     missing = 0
-    if cfg.source == "embedded":
+    if not real_sets:
         noise = {"pretrain": cfg.pretrain_noise, "train": ", ".join(cfg.train_noise),
                  "val": ", ".join(cfg.train_noise), "test": cfg.test_noise}
         for split in embedded.SPLITS:
@@ -54,16 +64,68 @@ def check(preset: str = preset_option("quick", "Preset whose data to check"),
                          "(bench data scenarios); `bench data preview NAME` to look")
     else:
         root = resolve_root(data_root or cfg.root)
-        for row in check_real(root, PAPER_SETS):
+        for row in check_real(root, real_sets):
+            expected = ARCHIVES[row["name"]].expected if row["name"] in ARCHIVES else None
             ok = row["found"] and not row["error"]
-            missing += not ok
+            where = row["path"] if ok else row["error"]
             status = "[green]found[/]" if ok else ("[red]missing[/]" if not row["found"] else "[red]broken[/]")
-            table.add_row(row["name"], status, str(row["pairs"]), _fmt(row["min_size"]), _fmt(row["max_size"]),
-                          row["path"] if ok else row["error"])
-        table.caption = f"data root: {shown_path(root)} (layouts: datasets/README.md)"
+            if ok and expected is not None and row["pairs"] < expected:
+                ok, status = False, "[red]incomplete[/]"
+                where = f"{row['pairs']} of the {expected} published; `bench data fetch {row['name']} --force`"
+            if ok and verify:
+                if has_manifest(row["name"], root):
+                    problem = verify_set(row["name"], root)
+                    ok, status = (True, "[green]verified[/]") if problem is None else (False, "[red]modified[/]")
+                    where = where if problem is None else problem
+                else:
+                    where = f"{where} (not installed by `bench data fetch`: no hashes to verify)"
+            if not row["found"]:
+                where = f"{where}; `bench data fetch {row['name']}`"
+            missing += not ok
+            count = f"{row['pairs']}/{expected}" if expected is not None else str(row["pairs"])
+            table.add_row(row["name"], status, count, _fmt(row["min_size"]), _fmt(row["max_size"]), where)
+        table.caption = f"data root: {shown_path(root)} (layouts and sources: datasets/README.md)"
     console.print(table)
     if missing:
         raise typer.Exit(1)
+
+
+@data_app.command("fetch")
+def fetch_cmd(names: Optional[list[str]] = typer.Argument(None, help="div2k-train, div2k-valid, sidd-small, polyu, nam, "
+                                                "or all."),
+              data_root: Optional[Path] = DataRootOpt,
+              mirror: Optional[str] = typer.Option(None, "--mirror", help="Base URL that serves the archives "
+                                                   "under their file names (default: $TTAID_DATA_MIRROR, else "
+                                                   "the official sources)."),
+              force: bool = typer.Option(False, "--force", help="Download and install again a set that is there."),
+              keep_archive: bool = typer.Option(False, "--keep-archive", help="Keep the downloaded archive "
+                                                "under <root>/.fetch/downloads/."),
+              quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+              as_json: bool = typer.Option(False, "--json", help="Machine-readable list of the sets' sources, "
+                                           "file names, sizes and checksums; downloads nothing.")) -> None:
+    """Download real data sets from their official sources, verify them and lay them out as the
+    loaders read them (see datasets/README.md). Resumes a partial download; installs all or nothing."""
+    from bench.data import fetch as F
+    from bench.data.real import SETS
+    from bench.data.real import data_root as resolve_root
+
+    if as_json:
+        import json
+
+        typer.echo(json.dumps(F.describe(), indent=2))
+        return
+    archives = F.expand(names or [])
+    root = resolve_root(data_root)
+    base = F.mirror_base(mirror)
+    for archive in archives:
+        res = F.fetch(archive, root, base, force=force, keep_archive=keep_archive, quiet=quiet)
+        if res.skipped:
+            console.print(f"{archive.name}: already in {shown_path(res.path)} (--force to fetch it again)",
+                          highlight=False)
+        else:
+            console.print(f"{archive.name}: {res.count} {'pairs' if SETS[archive.name].paired else 'images'}"
+                          f" in {shown_path(res.path)}; SHA-256 {res.sha256[:16]}… {res.hash_source}",
+                          highlight=False)
 
 
 ScenariosOpt = typer.Option(None, "--scenarios", help="A YAML of scenarios merged over the defaults "
@@ -99,7 +161,7 @@ def preview(name: str = typer.Argument(..., help="An embedded split (pretrain, t
     from bench.data.real import data_root as resolve_root
     from bench.data.scenarios import instances, load_scenarios
 
-    scenarios = load_scenarios(scenarios_file)
+    scenarios = load_scenarios(scenarios_file, with_plugins=True)
     rng = np.random.default_rng(cfg.eval_seed)
     if name == "profiles":
         clean = center_crop(embedded.clean_images("test")[0].clean, crop)
@@ -119,9 +181,14 @@ def preview(name: str = typer.Argument(..., help="An embedded split (pretrain, t
                          for p in embedded.clean_images(name)]
         elif name in scenarios:
             sc = scenarios[name]
+            if sc.kind == "pairs":  # cut as the preset's TTA study cuts it: real photographs can be large
+                from bench.data.scenarios import sized
+
+                sc = sized(sc, load_preset(preset).tta)
             every = instances(sc, split, cfg.eval_seed)
             pairs = [every[i] for i in sorted({int(i) for i in np.round(np.linspace(0, len(every) - 1, n))})]
-            cams = {p.name: sc.camera(int(p.name.rsplit("/d", 1)[1])).name for p in pairs}
+            cams = {p.name: ("real noise" if sc.kind == "pairs" else sc.camera(int(p.name.rsplit("/d", 1)[1])).name)
+                    for p in pairs}
         elif name in SETS:
             pairs = SETS[name].load(resolve_root(data_root or cfg.root))
         else:
@@ -185,15 +252,26 @@ def scenarios_cmd(strength: bool = typer.Option(False, "--strength", help="Also 
     from bench.core.config import load_preset
 
     cfg = load_preset(preset)  # before the data modules (torch) load
-    from bench.data.scenarios import instance_count, load_scenarios, shift_strength, sized
+    from bench.data.scenarios import (
+        instance_count,
+        load_scenarios,
+        shift_strength,
+        sized,
+    )
 
-    scenarios = load_scenarios(scenarios_file)
+    scenarios = load_scenarios(scenarios_file, with_plugins=True)
     eval_seed = cfg.data.eval_seed
     records, training = [], {}
     for sc in (sized(s, cfg.tta) for s in scenarios.values()):
-        rec = {"name": sc.name, "description": sc.description, "cameras": [s.label() for s in sc.noise],
-               "tile": sc.tile, "tiles": sc.tiles, "draws": sc.draws,
-               "instances": {s: instance_count(sc, s) for s in ("val", "test")}}
+        rec = {"name": sc.name, "description": sc.description, "kind": sc.kind,
+               "cameras": [s.label() for s in sc.noise] or [sc.source_label()],
+               "tile": sc.tile, "tiles": sc.tiles, "draws": sc.draws}
+        try:
+            rec["instances"] = {s: instance_count(sc, s) for s in ("val", "test")}
+        except DataError as e:  # a folder scenario whose images are not there (yet): listed, not fatal
+            rec.update(instances={"val": 0, "test": 0}, error=str(e))
+            records.append(rec)
+            continue
         if strength:
             own, *train = shift_strength(sc, split, eval_seed)
             noisiest = max(train, key=lambda t: t.noise_std)
@@ -216,7 +294,11 @@ def scenarios_cmd(strength: bool = typer.Option(False, "--strength", help="Also 
         table.add_column(col, justify="right" if col in numeric else "left")
     for rec in records:
         row = [rec["name"], ", ".join(rec["cameras"]), str(rec["instances"]["val"]), str(rec["instances"]["test"])]
-        if strength:
+        if "error" in rec:
+            row += ["", "", "[red]not available[/]"] if strength else []
+            if not strength:
+                row.append(f"[red]{escape(rec['error'])}[/]")
+        elif strength:
             s = rec["strength"]
             row += [f"{s['psnr_mean']:.2f} ± {s['psnr_sd']:.2f}", f"{s['noise_std']:.1f} [{s['noise_std_min']:.1f}, "
                     f"{s['noise_std_max']:.1f}]", f"{rec['noise_std_ratio']:.2f}× std, {-rec['psnr_drop_db']:+.2f} dB"]

@@ -150,12 +150,26 @@ def _scan_polyu(root: str | os.PathLike[str]) -> list[_Item]:
     return [_Item(name=key, clean=clean, noisy=noisy) for key, clean, noisy in pairs]
 
 
+_NAM_PNG = re.compile(r"^(.+)_(real|mean)\.png$", re.IGNORECASE)
+
+
 def _scan_nam(root: str | os.PathLike[str]) -> list[_Item]:
-    folder = _set_dir(root, "Nam", "Nam (CC)", ".mat files holding uint8 img_noisy and img_mean")
-    mats = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() == ".mat")
-    if not mats:
-        raise DataError(f"{folder}: no *.mat files (searched recursively); expected Nam's img_noisy/img_mean ({_SEE})")
-    return [_Item(name=p.relative_to(folder).with_suffix("").as_posix(), clean=p, mat=True) for p in mats]
+    folder = _set_dir(root, "Nam", "Nam (CC)", ".mat files (img_noisy, img_mean) or *_real.png / *_mean.png pairs")
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    mats = [p for p in files if p.suffix.lower() == ".mat"]
+    items = [_Item(name=p.relative_to(folder).with_suffix("").as_posix(), clean=p, mat=True) for p in mats]
+    found: dict[str, dict[str, Path]] = {}
+    for p in files:  # CC15 as the literature uses it: <camera>_iso<N>_<k>_real.png (noisy) / _mean.png (clean)
+        m = _NAM_PNG.match(p.name)
+        if m:
+            key = (p.parent.relative_to(folder) / m.group(1)).as_posix()
+            found.setdefault(key, {})[m.group(2).lower()] = p
+    items += [_Item(name=key, clean=clean, noisy=noisy)
+              for key, clean, noisy in _pair_up(found, "mean", "real", _polyu_twin)]
+    if not items:
+        raise DataError(f"{folder}: no *.mat files and no *_real.png / *_mean.png pairs (searched recursively); "
+                        f"expected Nam's CC images ({_SEE})")
+    return sorted(items, key=lambda i: i.name)
 
 
 # --- decoding ------------------------------------------------------------------------------------
@@ -293,7 +307,8 @@ def load_polyu(root: str | os.PathLike[str], *, min_size: int = 0) -> list[Image
 
 
 def load_nam(root: str | os.PathLike[str], *, min_size: int = 0) -> list[ImagePair]:
-    """Nam (CC) pairs: every ``*.mat`` under ``<root>/Nam/`` with uint8 ``img_noisy`` / ``img_mean``."""
+    """Nam (CC) pairs under ``<root>/Nam/``: every ``*.mat`` with uint8 ``img_noisy`` / ``img_mean``, and
+    every ``<id>_real.png`` (noisy) / ``<id>_mean.png`` (clean) pair (CC15, as ``bench data fetch nam`` installs it)."""
     return _load(_scan_nam(root), min_size)
 
 
@@ -323,7 +338,7 @@ SETS: dict[str, RealSet] = {
                 True, load_sidd_small, _scan_sidd),
         RealSet("polyu", "PolyU/CroppedImages", "PolyU cropped (100 DSLR pairs, JPEG): MTL training",
                 True, load_polyu, _scan_polyu),
-        RealSet("nam", "Nam", "Nam / CC (.mat pairs, 3 cameras): test", True, load_nam, _scan_nam),
+        RealSet("nam", "Nam", "Nam / CC (CC15: 15 pairs, 3 cameras; or .mat pairs): test", True, load_nam, _scan_nam),
     )
 }
 
