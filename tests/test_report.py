@@ -139,13 +139,20 @@ def test_compare_pairs_images_over_shared_seeds(handmade):
     rec = c.loc[("test", "psnr")]
     b = np.mean([values[("B", s, "test", "psnr")] for s in (0, 1)], axis=0)  # seed 2 is not shared
     b0 = np.mean([values[("B0", s, "test", "psnr")] for s in (0, 1)], axis=0)
-    assert rec["seeds"] == 2 and rec["n"] == 4
-    assert rec["mean"] == pytest.approx(gain.mean())
-    assert rec["p"] == pytest.approx(sps.wilcoxon(b - b0).pvalue)
+    assert rec["seeds"] == 2 and rec["n"] == 4 and (rec["photos"], rec["tiles"], rec["draws"]) == (4, 1, 1)
+    assert rec["mean"] == pytest.approx(gain.mean()) and np.allclose(b - b0, gain)
+    # both seeds see the same per-image gain: no seed variance, so the crossed model reduces to a
+    # one-sample t test over the 4 images (3 df): se = sd/2, p = scipy's
+    se = gain.std(ddof=1) / 2
+    assert rec["df"] == pytest.approx(3) and rec["se"] == pytest.approx(se)
+    assert rec["p"] == pytest.approx(sps.ttest_1samp(gain, 0).pvalue)
+    assert rec["hi"] == pytest.approx(gain.mean() + sps.t.ppf(0.975, 3) * se)
     assert rec["paper_diff"] == pytest.approx(0.0154)
-    assert not rec["distinguishable"]  # 4 images: p ≥ 0.125 whatever the data
+    assert not rec["distinguishable"] and rec["verdict"] == "not resolved"
+    assert (c["p_holm"] >= c["p"] - 1e-12).all() and rec["margin"] == 0.02
     doc = pairs_table("x", "pairs", c.reset_index())
-    assert any("smallest p" in n for n in doc.notes)
+    assert any("Inference over training seeds and photographs" in n for n in doc.notes)
+    assert doc.rows[0][4].text.count("×") == 3
 
 
 def test_pairs_the_paper_discusses_are_found_with_the_paper_on_the_left():

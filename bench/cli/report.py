@@ -34,6 +34,10 @@ def report(
                                                           "study's MLflow experiment."),
     tracking_uri: Optional[str] = typer.Option(None, "--tracking-uri", help="MLflow tracking URI (default: "
                                                "$MLFLOW_TRACKING_URI, else the store in --home)."),
+    margin: float = typer.Option(0.02, "--margin", min=0.0, help="Equivalence margin in dB for PSNR differences: "
+                                 "a TOST inside ± this much reads \"equivalent to no adaptation\"."),
+    ssim_margin: float = typer.Option(0.0005, "--ssim-margin", min=0.0, help="Equivalence margin for SSIM "
+                                      "differences."),
     home: Optional[Path] = HOME,
 ) -> None:
     """Rebuild the paper's tables and figures from finished runs: mean ± std over seeds beside the
@@ -45,10 +49,12 @@ def report(
     check_device(device)
     from bench.report.build import build_reports
     from bench.report.console import console_text, study_table
+    from bench.report.stats import scope_by
     start = time.perf_counter()
     rep = build_reports(table, out, latex=latex, markdown=markdown, html=html, figures=figures, preset=preset,
                         run_ids=run_id, home=home_dir(home), home_opt=home, tracking_uri=tracking_uri, device=device,
-                        log=log)
+                        log=log, margins={"psnr": margin, "psnr_float": margin, "ssim": ssim_margin,
+                                          "ssim_gauss": ssim_margin})
     from rich.table import Table
 
     for r in rep.studies:
@@ -63,14 +69,20 @@ def report(
         if not r.tta:
             console.print(study_table(f"{s.title}  [{s.preset_name}]", r.records, s.data_source, base))
         if len(r.comparisons):
-            t = Table(title="paired differences per image (A − B)", title_justify="left")
-            for col in ("comparison", "A − B", "split", "metric", "images", "mean Δ", "95% CI", "Wilcoxon p",
-                        "≠ 0?"):
-                t.add_column(col, justify="left" if col in ("comparison", "A − B", "split", "metric") else "right")
+            inference = scope_by(r.comparisons.to_dict("records"), "split")
+            t = Table(title="paired differences (A − B)", title_justify="left",
+                      caption=f"n = seeds × photographs × tiles × draws; inference {inference}; Holm over the table; "
+                              "docs/statistics.md")
+            for col in ("comparison", "A − B", "split", "metric", "n", "mean Δ", "95% CI", "p", "Holm p", "TOST p",
+                        "verdict"):
+                t.add_column(col, justify="left" if col in ("comparison", "A − B", "split", "metric", "verdict")
+                             else "right")
             for c in r.comparisons.itertuples():
                 d = 3 if c.metric == "psnr" else 4
-                t.add_row(console_text(c.comparison), console_text(f"{c.a} − {c.b}"), c.split, c.metric, str(c.n), f"{c.mean:+.{d}f}",
-                          f"[{c.lo:+.{d}f}, {c.hi:+.{d}f}]", f"{c.p:.3g}", "yes" if c.distinguishable else "no")
+                t.add_row(console_text(c.comparison), console_text(f"{c.a} − {c.b}"), c.split, c.metric,
+                          f"{c.seeds}×{c.photos}×{c.tiles}×{c.draws}", f"{c.mean:+.{d}f}",
+                          f"[{c.lo:+.{d}f}, {c.hi:+.{d}f}]", f"{c.p:.3g}", f"{c.p_holm:.3g}", f"{c.p_tost:.3g}",
+                          console_text(c.verdict))
             console.print(t)
         for note in r.skipped:
             console.print(console_text(note, "yellow"))

@@ -131,7 +131,9 @@ def _prepare_out(out: Path) -> Path:
         raise BenchError(f"--out {out}: cannot be written ({e.strerror or e})") from None
 
 
-def build_study(study: StudyRuns, tmp: Path, figures: bool, device: str) -> StudyReport:
+def build_study(study: StudyRuns, tmp: Path, figures: bool, device: str,
+                margins: dict[str, float] | None = None) -> StudyReport:
+    """One study's tables (and figures); ``margins``: equivalence margins per metric (``stats.MARGINS``)."""
     rows = list(study.rows.values())
     tidy = study.tidy
     summary = study_summary(study)  # the study's rows and its "Noisy input" reference row
@@ -139,13 +141,13 @@ def build_study(study: StudyRuns, tmp: Path, figures: bool, device: str) -> Stud
     title = f"{study.title} [{study.preset_name}]"
     if scenarios_of(study):  # a TTA study: its table is the gain over each method's none row, per scenario
         rep = StudyReport(study, summary, compare(tidy, []), study_records(study, summary))
-        rep.tta = study_tta(study)
+        rep.tta = study_tta(study, margins=margins)
         levels = reference_levels(tidy, study.spec, report_split(tidy))
         chosen = chosen_values(study)
         docs = [tta_table(f"{study.study}-{metric}", f"{title}: {label}", rep.tta, metric, label, digits, levels,
                           study.experiment_name, chosen) for metric, label, digits in GAIN_METRICS]
     else:
-        comparisons = compare(tidy, find_pairs(rows, base), paper=study.paper)
+        comparisons = compare(tidy, find_pairs(rows, base), paper=study.paper, margins=margins)
         rep = StudyReport(study, summary, comparisons, study_records(study, summary))
         docs = [study_table(study.study, title, summary, rows, study.paper, study.data_source, study.preset_name,
                             study.experiment_name),
@@ -215,7 +217,7 @@ def _log(study: StudyRuns, out: Path, written: list[Path], html_page: Path | Non
 def build_reports(table: str, out: Path, *, latex: bool = False, markdown: bool = False, html: bool = False,
                   figures: bool = True, preset: str | None = None, run_ids: list[str] = (),
                   home: HomeLike, home_opt: Path | None = None, tracking_uri: str | None = None,
-                  device: str = "cpu", log: bool = True) -> Report:
+                  device: str = "cpu", log: bool = True, margins: dict[str, float] | None = None) -> Report:
     if not (latex or markdown or html):
         latex = markdown = True
     client, uri = tracking_client(home, tracking_uri)
@@ -224,7 +226,7 @@ def build_reports(table: str, out: Path, *, latex: bool = False, markdown: bool 
     reports: list[StudyReport] = []
     try:
         for s in studies:
-            rep = build_study(s, tmp, figures, device)
+            rep = build_study(s, tmp, figures, device, margins)
             if latex:
                 (tmp / f"{s.study}.tex").write_text(rep.files["tex"])
             if markdown:

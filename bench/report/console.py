@@ -1,10 +1,13 @@
 """The study table on the console (``bench run``, ``bench ablate``, ``bench report``): ours beside the paper's numbers."""
 from __future__ import annotations
 
+import math
+
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from bench.report.stats import levels_phrase, scope_by
 from bench.report.summary import COLUMNS, fmt_params
 
 
@@ -64,7 +67,8 @@ def print_table(title: str, records: list[dict], data_source: str, console: Cons
 
 def tta_table(title: str, records: list[dict], metric: str, digits: int) -> Table:
     """The TTA table on the console: one column per scenario, each cell gain ± std over seeds, its
-    paired interval and p, the MDE and the captured fraction of the oracle's gain; then the cost."""
+    interval and verdict, p (Holm) and TOST p, the MDE and the captured fraction of the oracle's gain
+    (also at the row's own K); then the cost. The caption gives n per level and the margin."""
     recs = [r for r in records if r["metric"] == metric]
     scenarios = list(dict.fromkeys(r["scenario"] for r in recs))
     table = Table(title=console_text(title), title_justify="left", show_lines=True)
@@ -83,13 +87,38 @@ def tta_table(title: str, records: list[dict], metric: str, digits: int) -> Tabl
                 cells.append("—")
                 continue
             sd = "" if r["gain_sd"] != r["gain_sd"] else f" ± {r['gain_sd']:.{digits}f}"
-            cap = "" if r["captured"] != r["captured"] else f" · {100 * r['captured']:.0f} % of oracle"
-            cell = console_text(f"{r['gain']:+.{digits}f}{sd}\n[{r['lo']:+.{digits}f}, {r['hi']:+.{digits}f}]")
-            if not r["resolved"]:
-                cell.append(" not resolved", style="yellow")
-            cell.append(f"\np {r['p']:.3g} · MDE {r['mde']:.{digits}f}{cap}")
+            cell = console_text(f"{r['gain']:+.{digits}f}{sd}\n[{r['lo']:+.{digits}f}, {r['hi']:+.{digits}f}]\n")
+            style = "green" if r["resolved"] else ("cyan" if r["equivalent"] else "yellow")
+            cell.append(r["verdict"], style=style)
+            mde = "—" if math.isnan(r["mde"]) else f"{r['mde']:.{digits}f}"
+            cell.append(f"\np {_p(r['p'])} · Holm {_p(r['p_holm'])}\nTOST p {_p(r['p_tost'])} · MDE {mde}")
+            for line in captured_lines(r, digits):
+                cell.append(f"\n{line}")
             cells.append(cell)
         secs = [r["seconds"] for r in mine.values() if r["seconds"] == r["seconds"]]
         mibs = [r["peak_mib"] for r in mine.values() if r["peak_mib"] == r["peak_mib"]]
-        table.add_row(console_text(row), *cells, f"{sum(secs) / len(secs):.3f}" if secs else "—", f"{max(mibs):.1f}" if mibs else "—")
+        table.add_row(console_text(row), *cells, f"{sum(secs) / len(secs):.3f}" if secs else "—",
+                      f"{max(mibs):.1f}" if mibs else "—")
+    if recs:
+        design = "; ".join(f"{s}: {levels_phrase(next(r for r in recs if r['scenario'] == s))}" for s in scenarios)
+        table.caption = console_text(f"Inference {scope_by(recs, 'scenario')}; n: {design}. Equivalent: TOST within "
+                                     f"±{recs[0]['margin']:g} of no adaptation. Holm over the table's cells. "
+                                     "docs/statistics.md")
     return table
+
+
+def _p(p: float) -> str:
+    return "—" if math.isnan(p) else f"{p:.2g}"
+
+
+def captured_lines(r: dict, digits: int) -> list[str]:
+    """The captured fraction of the oracle's gain, and the oracle's gain at the row's own K."""
+    out = []
+    if not math.isnan(r["captured"]):
+        out.append(f"{round(100 * r['captured'])} % of oracle")
+    at = r.get("oracle_at_k", float("nan"))
+    if not math.isnan(at):
+        cap = r.get("captured_at_k", float("nan"))
+        out.append(f"oracle at K = {r['steps']}: {at:+.{digits}f}"
+                   + ("" if math.isnan(cap) else f" ({round(100 * cap)} %)"))
+    return out

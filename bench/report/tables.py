@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from bench.report.runs import RowInfo
-from bench.report.stats import ALPHA, N_BOOT, min_p
+from bench.report.stats import ALPHA, levels_phrase, scope_by
 from bench.report.summary import COLUMNS, fmt_params
 
 DIGITS = {"psnr": 2, "ssim": 4, "ssim_gauss": 4}
@@ -68,7 +68,7 @@ class TableDoc:
     best: list[int] = field(default_factory=list)  # columns where the highest value is bold
     latex_align: str | None = None  # LaTeX column spec when it differs from ``align`` (wrapping p{} columns)
 
-    def mark_best(self) -> "TableDoc":
+    def mark_best(self) -> TableDoc:
         for c in self.best:
             vals = [r[c].value for r in self.rows if r[c].value is not None and not math.isnan(r[c].value)]
             if len(vals) < 2:
@@ -146,33 +146,47 @@ def study_table(label: str, title: str, summary: pd.DataFrame, rows: list[RowInf
     return TableDoc(label, title, header, body, align, groups, notes, best, "p{3.4cm}" + align[1:]).mark_best()
 
 
+def levels_text(r) -> str:
+    """seeds × photographs × tiles × draws of one record (a dict or a row tuple)."""
+    get = r.get if isinstance(r, dict) else lambda k: getattr(r, k)
+    return " × ".join(str(int(get(k))) for k in ("seeds", "photos", "tiles", "draws"))
+
+
+def stats_notes(margin_text: str, where: str) -> list[str]:
+    """The notes every table with paired statistics carries (docs/statistics.md in one paragraph)."""
+    return [(f"95% CI and p: Student t on the mean {where}, its variance from training seeds crossed with "
+            "photographs (ANOVA, Satterthwaite degrees of freedom), tiles and noise draws entering through each "
+            "seed × photograph mean — so instances of one photograph or one seed are not independent samples "
+            f"(docs/statistics.md). Holm p: Holm's adjustment over the table's cells. Resolved: the interval "
+            f"excludes 0 and p < {ALPHA}. TOST p: two one-sided tests against the margin {margin_text}; "
+            f"\"equivalent\" when TOST p < {ALPHA}. n: seeds × photographs × tiles per photograph × draws per tile.")]
+
+
 def pairs_table(label: str, title: str, comparisons: pd.DataFrame) -> TableDoc:
-    """The paired statistics: mean per-image difference, 95 % bootstrap CI, Wilcoxon p, verdict."""
-    header = ["Comparison", "A − B", "Split", "Metric", "Images", "Seeds", "Mean Δ", "95% CI", "Wilcoxon p",
-              "≠ 0?", "Paper's Δ"]
+    """The paired statistics: mean difference, its interval, p, Holm p, TOST p and the verdict."""
+    header = ["Comparison", "A − B", "Split", "Metric", "n", "Mean Δ", "95% CI", "p", "Holm p", "TOST p",
+              "Verdict", "Paper's Δ"]
     body = []
     for r in comparisons.itertuples():
         d = DIFF_DIGITS.get(r.metric, 4)
         metric = r.metric.upper() if r.metric == "psnr" else r.metric.upper().replace("_GAUSS", " (gauss)")
         unit = UNITS.get(r.metric, "")
         body.append([Cell(r.comparison), Cell(f"{r.a} − {r.b}"), Cell(r.split),
-                     Cell(metric + (f" [{unit}]" if unit else "")),
-                     Cell(str(r.n)), Cell(str(r.seeds)), Cell(fmt(r.mean, d, sign=True)),
+                     Cell(metric + (f" [{unit}]" if unit else "")), Cell(levels_text(r)),
+                     Cell(fmt(r.mean, d, sign=True)),
                      Cell(f"[{fmt(r.lo, d, sign=True)}, {fmt(r.hi, d, sign=True)}]"), Cell(fmt_p(r.p)),
-                     Cell("yes" if r.distinguishable else "no"), Cell(fmt(r.paper_diff, d, sign=True))])
-    notes = [f"Δ = A − B per image, each row's value averaged over the seeds both rows have; 95% CI: percentile "
-             f"bootstrap of the mean Δ ({N_BOOT:,} resamples); p: two-sided Wilcoxon signed-rank test. "
-             f"≠ 0: yes when the interval excludes 0 and p < {ALPHA}. Paper's Δ: the same difference in the "
-             "paper's table (its data)."]
-    if len(comparisons) and int(comparisons["n"].min()) <= 5:
-        n = int(comparisons["n"].min())
-        notes.append(f"With {n} image(s) the smallest p a two-sided Wilcoxon test can give is {min_p(n):.3g} "
-                     f"(2/2^n): no difference can be called significant; evaluate on more images "
-                     "(e.g. --set data.eval_repeats=N, or the paper's data).")
+                     Cell(fmt_p(r.p_holm)), Cell(fmt_p(r.p_tost)), Cell(r.verdict),
+                     Cell(fmt(r.paper_diff, d, sign=True))])
+    margins = ", ".join(f"±{m:g} {UNITS.get(k, '') or k.upper()}".replace(" dB", " dB (PSNR)")
+                        for k, m in comparisons.groupby("metric")["margin"].first().items()) \
+        if len(comparisons) else ""
+    notes = [("Δ = A − B on the same images, paired within each training seed both rows have. Paper's Δ: the "
+              "same difference in the paper's table (its data)."), *stats_notes(margins, "Δ"),
+             f"Inference {scope_by(comparisons.to_dict('records'), 'split')}."]
     if not body:
         notes = ["No pair of rows in this study differs in exactly one attribute the paper discusses "
                  "(meta-test, MRL/RL, MAXL/RI, heads/body+head, ours vs a baseline)."]
-    align = "llllrrrrrlr"
+    align = "llllrrrrrrlr"
     return TableDoc(label, title, header, body, align, [], notes, [], "p{2.4cm}p{3.4cm}" + align[2:])
 
 
@@ -308,13 +322,25 @@ def to_html(doc: TableDoc) -> str:
 
 # -- the TTA table (records: ``report.tta.tta_records``) ------------------------------------------------
 
-TTA_SUB = ("gain", "95 % CI", "p", "MDE", "captured")
+TTA_SUB = ("gain", "95 % CI", "p (Holm)", "TOST p", "MDE", "captured")
+
+
+def captured_text(r: dict, digits: int) -> str:
+    """The captured fraction of the oracle's gain; the oracle's gain at the row's own K (and that fraction)."""
+    parts = [] if math.isnan(r["captured"]) else [f"{round(100 * r['captured'])} %"]
+    at = r.get("oracle_at_k", math.nan)
+    if not math.isnan(at):
+        cap = r.get("captured_at_k", math.nan)
+        parts.append(f"oracle at K = {r['steps']}: {fmt(at, digits, True)}"
+                     + ("" if math.isnan(cap) else f" ({round(100 * cap)} %)"))
+    return "; ".join(parts) or "—"
 
 
 def tta_table(label: str, title: str, records: list[dict], metric: str, metric_label: str, digits: int,
               levels: list[dict], experiment: str, chosen: list[str] = ()) -> TableDoc:
-    """One gain metric: a group of columns per scenario (gain mean ± std over seeds, interval, p, MDE,
-    captured fraction of the oracle's gain), then the cost per instance (mean over scenarios)."""
+    """One gain metric: a group of columns per scenario (gain mean ± std over seeds, interval and
+    verdict, p with its Holm adjustment, TOST p, MDE, captured fraction of the oracle's gain), then
+    the cost per instance (mean over scenarios)."""
     recs = [r for r in records if r["metric"] == metric]
     scenarios = list(dict.fromkeys(r["scenario"] for r in recs))
     rows = list(dict.fromkeys(r["row"] for r in recs))
@@ -332,23 +358,29 @@ def tta_table(label: str, title: str, records: list[dict], metric: str, metric_l
                 continue
             std = None if math.isnan(r["gain_sd"]) else fmt(r["gain_sd"], digits)
             ci = f"[{fmt(r['lo'], digits, True)}, {fmt(r['hi'], digits, True)}]"
-            cells += [Cell(fmt(r["gain"], digits, True), None, std),
-                      Cell(ci if r["resolved"] else f"{ci} not resolved"), Cell(fmt_p(r["p"])),
-                      Cell(fmt(r["mde"], digits)),
-                      Cell("—" if math.isnan(r["captured"]) else f"{100 * r['captured']:.0f} %")]
+            cells += [Cell(fmt(r["gain"], digits, True), None, std), Cell(f"{ci} {r['verdict']}"),
+                      Cell(f"{fmt_p(r['p'])} ({fmt_p(r['p_holm'])})"), Cell(fmt_p(r["p_tost"])),
+                      Cell(fmt(r["mde"], digits)), Cell(captured_text(r, digits))]
         secs = [r["seconds"] for r in mine.values() if not math.isnan(r["seconds"])]
         mibs = [r["peak_mib"] for r in mine.values() if not math.isnan(r["peak_mib"])]
         cells += [Cell(fmt(sum(secs) / len(secs), 3) if secs else "—"), Cell(fmt(max(mibs), 1) if mibs else "—")]
         body.append(cells)
     lv = "; ".join(f"{x['row']} on {x['scenario']}: {x['psnr_float']:.2f} dB" for x in levels)
     split = recs[0]["split"] if recs else "test"
-    notes = [f"Experiment {experiment}. {metric_label} of each row over the reference row (no adaptation) of the "
-             f"same method on the same {split} instances: gain = mean ± std over seeds of each seed's mean paired difference; "
-             "95 % CI (bootstrap) and Wilcoxon p over instances, each instance's difference averaged over seeds; "
-             f"MDE = minimum detectable effect (α = {ALPHA}, power 0.8, Student t); n = instances. "
-             "\"not resolved\": the interval covers zero. Captured = gain / the oracle's gain (same method "
-             "and scenario; — where the oracle's gain is not positive and resolved). Cost: adaptation seconds per instance (diagnostics excluded), mean over the "
-             "scenarios, and the largest peak memory growth over them.",
+    margin = recs[0]["margin"] if recs else math.nan
+    design = "; ".join(f"{s}: {levels_phrase(next(r for r in recs if r['scenario'] == s))}" for s in scenarios)
+    mde_from = sorted({r["mde_from"] for r in recs if r.get("mde_from")})
+    notes = [(f"Experiment {experiment}. {metric_label} of each row over the reference row (no adaptation) of "
+              f"the same method on the same {split} instances: gain = mean ± std over seeds of each seed's mean "
+              "paired difference."),
+             *stats_notes(f"±{margin:g}", "gain"),
+             f"Inference {scope_by(recs, 'scenario')}; n: {design}.",
+             (f"MDE = the smallest gain this design detects (α = {ALPHA}, power 0.8), from the spread of the "
+             f"oracle's comparison with the same reference ({', '.join(mde_from) or 'no oracle row: —'}), not the "
+             "row's own. Captured = gain / the oracle's gain (same method and scenario; — where the oracle's gain is "
+             "not positive and resolved), then at the row's own number of updates K (the oracle after K updates). "
+             "Cost: adaptation seconds per instance (diagnostics excluded), mean over the scenarios, and the "
+             "largest peak memory growth over them."),
              *([f"Reference (no adaptation) float PSNR: {lv}."] if lv else []),
              *([f"Chosen on validation (best mean paired validation gain over the row's grid): {'; '.join(chosen)}."]
                if chosen else [])]
