@@ -112,8 +112,8 @@ fi
 [ -x .venv/bin/python ] || "$py" -m venv --without-pip .venv
 purelib() { "$1" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'; }
 purelib "$venv/bin/python" > "$(purelib .venv/bin/python)/_ttaid_shared.pth"
-# The shared environment's own commands a user runs from the checkout (README: the Optuna dashboard).
-for tool in optuna-dashboard; do
+# The shared environment's own commands a user runs from the checkout (README: the Optuna dashboard, mkdocs).
+for tool in optuna-dashboard mkdocs; do
     if [ -x "$venv/bin/$tool" ]; then ln -sf "$venv/bin/$tool" ".venv/bin/$tool"; fi
 done
 if [ ! -x .venv/bin/bench ]; then  # pip's output is noise unless it fails
