@@ -1,7 +1,7 @@
 """A stage cache that notices code (#27 item 5, docs/caching.md).
 
-A method whose network lives in a module file of its own (on ``sys.path`` from ``tmp_path``) is
-trained by `bench run` with the smoke preset: an unchanged rerun reuses its stage, a real change to
+A temporary plugin (a module file and a distribution declaring it as a ``ttaid_bench.methods``
+entry point, under ``tmp_path``) is trained by `bench run` with the smoke preset: an unchanged rerun reuses its stage, a real change to
 the module trains it again and says why, a comment-only change does not, and ``BENCH_REUSE_STALE``
 keeps reusing across a change the user names. Each run is a new study name on one home, so the
 stage cache (shared by the home's studies) is what decides.
@@ -19,7 +19,6 @@ import pytest
 import methods
 from bench.core import fingerprint
 from bench.runtime import tags
-from methods import MethodSpec, Recipe
 
 NET = '''
 """A tiny residual denoiser."""
@@ -40,19 +39,24 @@ class TinyNet(nn.Module):
 def build() -> nn.Module:
     return SingleTaskModel(TinyNet())
 '''
-SUPERVISED = Recipe(pretrain="none", finetune="supervised", metatest=False, aux_loss="rl", grad_loss=False)
 SETS = ["--set", "supervised.epochs=1", "--set", "supervised.steps_per_epoch=1", "--set", "data.eval_crop=16",
         "--set", "data.eval_repeats=1"]
 
 
 class Plugin:
-    """The module file, and registering (again, after an edit) the method it defines."""
+    """A temporary plugin: the module file and a distribution declaring it in the
+    ``ttaid_bench.methods`` entry-point group, found through the path like an installed one."""
 
     def __init__(self, root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         self.name = f"tinynet_{abs(hash(str(root))) % 10**8}"
+        self.root = root
         self.path = root / f"{self.name}.py"
         self.mp = monkeypatch
         self.path.write_text(NET)
+        dist = root / f"{self.name}_plugin-0.1.dist-info"
+        dist.mkdir()
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {self.name}-plugin\nVersion: 0.1\n")
+        (dist / "entry_points.txt").write_text(f"[ttaid_bench.methods]\ntinynet = {self.name}:build\n")
         monkeypatch.syspath_prepend(str(root))
         self.register()
 
@@ -63,11 +67,11 @@ class Plugin:
         self.register()
 
     def register(self) -> None:
+        """Forget what was discovered and imported, as a new process would."""
         importlib.invalidate_caches()
-        module = importlib.reload(sys.modules[self.name]) if self.name in sys.modules \
-            else importlib.import_module(self.name)
-        spec = MethodSpec("tinynet", "a tiny test network", module.build, SUPERVISED, arch="tinynet")
-        self.mp.setitem(methods.registry.REGISTRY, "tinynet", spec)
+        sys.modules.pop(self.name, None)
+        methods.refresh()
+        assert "tinynet" in methods.names()
 
 
 @pytest.fixture
@@ -79,6 +83,10 @@ def plugin(tmp_path, monkeypatch):
     made = Plugin(tmp_path / "plugin", monkeypatch)
     yield made
     sys.modules.pop(made.name, None)
+    if str(made.root) in sys.path:
+        sys.path.remove(str(made.root))
+    importlib.invalidate_caches()
+    methods.refresh()
 
 
 def cache_lines(out: str) -> list[str]:
