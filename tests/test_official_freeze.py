@@ -9,9 +9,8 @@ before the last step (after K − 1 updates), clamped to [0, 1].
 """
 from __future__ import annotations
 
-from copy import deepcopy
-
 import torch
+from official_loop import official_loop
 
 import methods
 from bench.adaptation import registry as R
@@ -20,27 +19,10 @@ from bench.adaptation.run import adapt_image
 K, LR = 4, 1e-3
 
 
-def official_loop(model, noisy: torch.Tensor, steps: int, lr: float):
-    """(prediction, names of the parameters it left trainable, the adapted restorer)."""
-    restorer, mask_net = deepcopy(model.restorer), deepcopy(model.mask_net)
-    adapted = deepcopy(restorer)
-    adapted.train()
-    optimizer = torch.optim.Adam(adapted.parameters(), lr=lr, betas=(0.9, 0.999))
-    for name, param in adapted.named_parameters():
-        param.requires_grad = False
-        if "head" in name:
-            break
-    for _ in range(steps):
-        out_clean, noisy_rec = adapted(noisy)
-        mask = mask_net(noisy)
-        mask = (mask > 0.5).float()
-        loss = torch.mean(torch.abs(noisy - noisy_rec) * mask.to(noisy.dtype))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        out_clean = torch.clamp(out_clean, 0.0, 1.0)
-    trainable = {n for n, p in adapted.named_parameters() if p.requires_grad}
-    return out_clean.detach(), trainable, adapted
+def official(model, noisy: torch.Tensor, steps: int, lr: float):
+    """(prediction, names of the parameters the official loop left trainable, the adapted restorer)."""
+    out, adapted = official_loop(model.restorer, model.mask_net, noisy, steps, lr)
+    return out, {n for n, p in adapted.named_parameters() if p.requires_grad}, adapted
 
 
 def tiny():
@@ -57,7 +39,7 @@ def test_the_official_entry_moves_what_the_official_loop_moves_and_predicts_the_
     model, noisy = tiny()
     with torch.no_grad():
         assert 0.05 < (model.mask_net(noisy) > 0.5).double().mean() < 0.95
-    want, trainable, adapted = official_loop(model, noisy, K, LR)
+    want, trainable, adapted = official(model, noisy, K, LR)
     got = adapt_image(R.get("official").with_(steps=K, lr=LR), model, noisy, diagnostics=False)
     assert set(got.moved) == trainable
     # the frozen ones did not change in the official loop either, and every trainable one did
@@ -75,7 +57,7 @@ def test_the_official_freeze_matters():
     """Adapting the primary head's first conv too (the heads' entry with the official settings)
     gives another prediction: the test above would catch a regression to it."""
     model, noisy = tiny()
-    want, _, _ = official_loop(model, noisy, K, LR)
+    want, _, _ = official(model, noisy, K, LR)
     heads = R.get("alg3").with_(steps=K, lr=LR, optimizer="adam", mask_threshold=0.5, predict_after="before-last")
     other = adapt_image(heads, model, noisy, diagnostics=False).prediction.clamp(0, 1)
     assert (other - want).abs().max() > 1e-6

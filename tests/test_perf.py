@@ -3,6 +3,7 @@ import json
 
 import pytest
 import torch
+from official_loop import official_loop
 
 import methods
 from bench.adaptation.inner import meta_test, per_sample_mode
@@ -111,31 +112,6 @@ def test_memory_point_grows_with_steps():
     assert 0 < small < large
 
 
-def official_loop_transcribed(restoration_net, mask_net, noisy, num_inner_loop, lr):
-    """The official TTAID test loop (reference.OFFICIAL_SOURCE) as written there, for one image:
-    returns (the reported output, the names of the parameters it froze)."""
-    import copy
-
-    adapted_restoration_net = copy.deepcopy(restoration_net)
-    adapted_restoration_net.train()
-    optimizer = torch.optim.Adam(adapted_restoration_net.parameters(), lr=lr, betas=(0.9, 0.999))
-    for name, param in adapted_restoration_net.named_parameters():
-        param.requires_grad = False
-        if 'head' in name:
-            break
-    frozen = [n for n, p in adapted_restoration_net.named_parameters() if not p.requires_grad]
-    for i in range(num_inner_loop):
-        current_out_clean, current_noisy_rec = adapted_restoration_net(noisy)
-        current_mask = mask_net(noisy)
-        current_mask = (current_mask > 0.5).float()
-        aux_loss = torch.mean(torch.abs(noisy - current_noisy_rec) * current_mask)
-        optimizer.zero_grad()
-        aux_loss.backward()
-        optimizer.step()
-        current_out_clean = torch.clamp(current_out_clean, 0.0, 1.0)
-    return current_out_clean.detach(), frozen
-
-
 @pytest.mark.filterwarnings("ignore:Full backward hook is firing")
 def test_official_reference_freezes_and_computes_what_the_official_loop_does():
     torch.manual_seed(0)
@@ -143,7 +119,8 @@ def test_official_reference_freezes_and_computes_what_the_official_loop_does():
     model.eval()
     noisy = torch.rand(1, 3, 24, 24)
     r = model.restorer
-    expected, frozen = official_loop_transcribed(r, model.mask_net, noisy, 3, 1e-3)
+    expected, adapted = official_loop(r, model.mask_net, noisy, 3, 1e-3)
+    frozen = [n for n, p in adapted.named_parameters() if not p.requires_grad]
     assert reference.official_frozen(r) == frozen
     names = [n for n, _ in r.named_parameters()]
     first_head = names[len(frozen) - 1]

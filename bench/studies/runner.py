@@ -211,13 +211,16 @@ class StudyRunner:
             self.log_reference()
         # one trial per row × seed: the newest that the current code would produce (a row rerun after a
         # code change has an outdated trial beside it), else the newest
-        latest: dict[tuple, tuple[bool, int, optuna.trial.FrozenTrial]] = {}
+        chosen = [max(ts, key=lambda t: (self.current(t), t.number)) for ts in self.complete_by_row().values()]
+        return sorted(chosen, key=lambda t: t.number)
+
+    def complete_by_row(self) -> dict[tuple, list[optuna.trial.FrozenTrial]]:
+        """This command's seeds' complete trials, per (row, seed), oldest first."""
+        out: dict[tuple, list[optuna.trial.FrozenTrial]] = {}
         for t in self.study().get_trials(deepcopy=False, states=(State.COMPLETE,)):
             if t.params.get("seed") in self.seeds:
-                key, rank = (t.params.get("row"), t.params.get("seed")), (self.current(t), t.number)
-                if key not in latest or rank > latest[key][:2]:
-                    latest[key] = (*rank, t)
-        return sorted((v[2] for v in latest.values()), key=lambda t: t.number)
+                out.setdefault((t.params.get("row"), t.params.get("seed")), []).append(t)
+        return out
 
     def changed_stages(self, t: optuna.trial.FrozenTrial) -> list[str]:
         """The stages of a complete trial that the current code keys differently ("name old → new");
@@ -236,14 +239,9 @@ class StudyRunner:
     def stale_trials(self) -> list[str]:
         """The rows of this command's seeds none of whose complete trials the current code would
         produce (code changed since they ran): they run again, and the table shows the new run."""
-        stale: dict[tuple, optuna.trial.FrozenTrial | None] = {}
-        for t in self.study().get_trials(deepcopy=False, states=(State.COMPLETE,)):
-            key = (t.params.get("row"), t.params.get("seed"))
-            if key[1] in self.seeds and (key not in stale or stale[key] is not None):
-                stale[key] = None if self.current(t) else t
+        stale = [ts[-1] for ts in self.complete_by_row().values() if not any(map(self.current, ts))]
         return [f"row {t.params.get('row')!r} seed {t.params.get('seed')} ran with stages the current code keys "
-                f"differently ({'; '.join(self.changed_stages(t))}): it runs again"
-                for t in stale.values() if t is not None]
+                f"differently ({'; '.join(self.changed_stages(t))}): it runs again" for t in stale]
 
     def log_reference(self) -> str | None:
         """The "Noisy input" rows, logged once per study as a run of their own; returns its id."""
