@@ -150,6 +150,31 @@ def test_strong_shift_noise_is_clearly_above_the_training_cameras():
     assert polyu.noise_std < ctrl.noise_std < sidd.noise_std
 
 
+def test_noise_lag1_correlation_is_zero_for_white_noise_and_a_half_for_2x2_box_filtered_noise():
+    from bench.data.base import ImagePair
+    from bench.data.scenarios import measure, noise_lag1
+
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.2, 0.8, (4, 64, 48, 3))
+    white = rng.normal(0, 0.05, (4, 65, 49, 3))
+    box = (white[:, :-1, :-1] + white[:, 1:, :-1] + white[:, :-1, 1:] + white[:, 1:, 1:]) / 4  # 2 taps each way
+    white = white[:, :-1, :-1]
+    assert np.abs(noise_lag1(clean, clean + white)).max() < 0.05
+    assert noise_lag1(clean, clean + box) == pytest.approx([0.5] * 4, abs=0.05)
+    pairs = [ImagePair(f"i{j}", clean[j].astype(np.float32), (clean[j] + box[j]).astype(np.float32)) for j in range(4)]
+    s = measure(pairs, "boxed", ("x",), "test")
+    assert s.noise_lag1_corr == pytest.approx(float(noise_lag1(clean, clean + box).mean()), abs=1e-3)
+    flat = clean.copy()  # a channel (or an instance) without noise is left out, not a division by zero
+    flat[..., 1] += white[..., 1]
+    assert np.abs(noise_lag1(clean, flat)).max() < 0.05 and np.isnan(noise_lag1(clean[:1], clean[:1])).all()
+
+
+def test_strength_measures_the_demosaicked_noise_as_correlated():
+    sc = get_scenario("strong-shift").replace(tiles=1, draws=1)
+    strong, *train = shift_strength(sc, "test", SEED)
+    assert all(0.1 < s.noise_lag1_corr < 0.95 for s in (strong, *train)), [s.noise_lag1_corr for s in (strong, *train)]
+
+
 def test_unknown_split_is_refused():
     with pytest.raises(ConfigError, match="split 'train'"):
         instances(get_scenario("camera-shift"), "train", SEED)

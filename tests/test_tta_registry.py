@@ -7,7 +7,7 @@ from bench.core.errors import ConfigError
 
 
 def test_required_entries_with_their_published_values():
-    assert {"none", "alg3", "official", "oracle", "lan-offset", "ssl-finetune", "zs-n2n", "nlm"} <= set(R.names())
+    assert {"none", "alg3", "official", "oracle", "lan-offset", "ssl-finetune", "zs-n2n", "nlm", "bm3d"} <= set(R.names())
     alg3, official, oracle = R.get("alg3"), R.get("official"), R.get("oracle")
     assert (alg3.moves, alg3.loss, alg3.optimizer, alg3.steps, alg3.lr, alg3.mask_threshold, alg3.predict_after) \
         == ("heads", "aux-mask", "sgd", 5, 1e-5, None, "last")
@@ -24,8 +24,14 @@ def test_required_entries_with_their_published_values():
     assert "chjinny/LAN" in lan.citation and "CVPR 2023" in zs.citation
     nlm = R.get("nlm")
     assert nlm.moves == "classical" and nlm.options["h_factor"] == 0.8 and not nlm.learns
-    assert [R.get(n).requires for n in ("alg3", "oracle", "lan-offset", "zs-n2n", "nlm")] \
-        == ["aux-head+mask", "aux-head", "restorer", "nothing", "nothing"]
+    assert (nlm.options["algorithm"], nlm.options["sigma_scale"]) == ("nlm", 1.0)
+    bm3d = R.get("bm3d")
+    assert (bm3d.moves, bm3d.loss, bm3d.learns, bm3d.options) \
+        == ("classical", "none", False, {"algorithm": "bm3d", "sigma_scale": 1.0, "profile": "np"})
+    assert "Dabov" in bm3d.citation and "IEEE TIP 2007" in bm3d.citation and "Mäkinen" in bm3d.citation
+    assert R.names().index("bm3d") == R.names().index("nlm") + 1
+    assert [R.get(n).requires for n in ("alg3", "oracle", "lan-offset", "zs-n2n", "nlm", "bm3d")] \
+        == ["aux-head+mask", "aux-head", "restorer", "nothing", "nothing", "nothing"]
 
 
 def test_unknown_name_is_one_line_listing_the_known_ones():
@@ -64,6 +70,34 @@ def test_overrides_and_their_validation():
         R.get("nlm").with_(steps=3)
 
 
+def test_classical_entries_override_their_options_only():
+    nlm, bm3d = R.get("nlm"), R.get("bm3d")
+    assert nlm.with_(h_factor=0.6).options == {**nlm.options, "h_factor": 0.6}
+    assert bm3d.with_(sigma_scale=1.5).options == {**bm3d.options, "sigma_scale": 1.5}
+    assert bm3d.with_(sigma_scale=2, profile="refilter").options["profile"] == "refilter"
+    assert nlm.options["h_factor"] == 0.8 and bm3d.options["sigma_scale"] == 1.0  # the registry is unchanged
+    assert bm3d.with_() is bm3d and nlm.option_keys == ("sigma_scale", "patch_size", "patch_distance", "h_factor",
+                                                        "fast_mode")
+    cases = [(nlm, dict(steps=3), ("cannot override steps; overridable: sigma_scale, patch_size, patch_distance, "
+                                   "h_factor, fast_mode")),
+             (bm3d, dict(lr=1e-3), "cannot override lr; overridable: sigma_scale, profile"),
+             (bm3d, dict(algorithm="nlm"), "cannot override algorithm"),
+             (bm3d, dict(sigma_scale=0), "sigma_scale 0: expected a finite number > 0"),
+             (bm3d, dict(sigma_scale=-1.5), "sigma_scale -1.5"),
+             (nlm, dict(h_factor=float("inf")), "h_factor inf"),
+             (bm3d, dict(sigma_scale="big"), "sigma_scale 'big'"),
+             (nlm, dict(patch_size=4.5), "patch_size 4.5: expected an integer"),
+             (nlm, dict(fast_mode=1), "fast_mode 1: expected true or false"),
+             (bm3d, dict(profile="best"), "profile 'best': expected one of np, "),
+             (R.get("none"), dict(steps=2), "'none'.*no options to override")]
+    for entry, bad, match in cases:
+        with pytest.raises(ConfigError, match=match) as e:
+            entry.with_(**bad)
+        assert "\n" not in str(e.value) and repr(entry.name) in str(e.value)
+    with pytest.raises(ConfigError, match="options.algorithm 'wiener'"):
+        R.Adaptation("w", "classical", "none", "d", "c", options={"algorithm": "wiener"}).validate()
+
+
 def test_impossible_pairing_is_one_line():
     with pytest.raises(ConfigError) as e:
         R.check_pairing("alg3", "ridnet")
@@ -74,11 +108,12 @@ def test_impossible_pairing_is_one_line():
     with pytest.raises(ConfigError, match="unknown method 'nope'"):
         R.check_pairing("alg3", "nope")
     for method in ("ridnet", "mirnet", "ours", "chi"):  # by name: built on the meta device, no memory
-        for name in ("none", "lan-offset", "ssl-finetune", "zs-n2n", "nlm"):
+        for name in ("none", "lan-offset", "ssl-finetune", "zs-n2n", "nlm", "bm3d"):
             R.check_pairing(name, method)
     R.check_pairing("alg3", "ours")
     R.check_pairing("official", methods.create("ours", base=8, scale=4, mask_base=8))  # a built model
-    assert R.compatible("ridnet") == ["none", "lan-offset", "ssl-finetune", "zs-n2n", "nlm"]
+    ridnet, some = R.compatible("ridnet"), ["none", "lan-offset", "ssl-finetune", "zs-n2n", "nlm", "bm3d"]
+    assert [n for n in ridnet if n in some] == some and not {"alg3", "official", "oracle"} & set(ridnet)
     assert set(R.compatible("ours")) == set(R.names())
 
 
@@ -153,3 +188,86 @@ def test_an_entry_that_moves_nothing_or_reuses_a_family_name_is_one_line():
     still.validate()
     with pytest.raises(ConfigError, match="moves no parameter"):
         R.probe_moves(still, "adaptation 'e'")
+
+
+# ---- select: every family tuned alike, and choices on a grid's edge --------------------------------------
+
+def test_select_grids_on_classical_options():
+    from bench.adaptation.select import adaptations_needed, candidates
+
+    grid = {"sigma_scale": [0.5, 0.75, 1.0, 1.5, 2.0]}
+    cands = candidates(R.get("bm3d"), grid)
+    assert [c.options["sigma_scale"] for c in cands] == grid["sigma_scale"]
+    assert all(c.options["algorithm"] == "bm3d" and c.name == "bm3d" for c in cands)
+    assert adaptations_needed(R.get("bm3d"), grid, 2) == 2 * (1 + 5)  # each candidate a run of its own
+    assert [c.options["h_factor"] for c in candidates(R.get("nlm"), {"h_factor": [0.4, 0.8]})] == [0.4, 0.8]
+    nlm_steps = "'steps' cannot be chosen for adaptation 'nlm', which does not learn; choosable: its options sigma_scale"
+    for entry, bad, words in [(R.get("nlm"), {"steps": [1, 2]}, nlm_steps),
+                              (R.get("bm3d"), {"algorithm": ["nlm"]}, "'algorithm' cannot be chosen"),
+                              (R.get("none"), {"lr": [1e-3]}, "nothing to choose"),
+                              (R.get("alg3"), {"sigma_scale": [1.0]}, "'sigma_scale' cannot be chosen; choosable: st"),
+                              (R.get("bm3d"), {"sigma_scale": [1.0, -1.0]}, "sigma_scale -1.0")]:
+        with pytest.raises(ConfigError, match=words) as e:
+            candidates(entry, bad)
+        assert "\n" not in str(e.value)
+
+
+def _fake_adapt(gain, calls):
+    """An ``adapt_image`` whose PSNR curve is 20 dB plus ``gain(entry, k)`` after k updates (no network)."""
+    from types import SimpleNamespace
+
+    def adapt_image(entry, model, noisy, clean, diagnostics=False, seed=0):
+        calls.append(entry)
+        if entry.name == "none":
+            return SimpleNamespace(psnr=[20.0])
+        return SimpleNamespace(psnr=[20.0 + gain(entry, k) for k in range(entry.steps + 1)])
+
+    return adapt_image
+
+
+def _pairs(n=2):
+    import numpy as np
+
+    from bench.data.base import ImagePair
+
+    rng = np.random.default_rng(0)
+    return [ImagePair(f"i{i}", c, c) for i, c in enumerate(rng.uniform(0, 1, (n, 8, 8, 3)).astype(np.float32))]
+
+
+@pytest.mark.parametrize("peak, edge", [(3, "steps=3 (grid max)"), (2, None), (1, "steps=1 (grid min)")])
+def test_a_choice_on_the_edge_of_a_grid_is_flagged(monkeypatch, peak, edge):
+    import torch
+
+    from bench.adaptation import select
+
+    calls = []
+    monkeypatch.setattr(select, "adapt_image", _fake_adapt(lambda e, k: -abs(k - peak) + 1e3 * e.lr, calls))
+    grid = {"steps": [1, 2, 3], "lr": [1e-4, 1e-3]}  # lr: two values, never an edge
+    model = methods.create("ours", base=4, scale=2, mask_base=4)
+    best, records = select.choose(model, R.get("alg3"), grid, _pairs(), torch.device("cpu"))
+    assert (best.steps, best.lr) == (peak, 1e-3)
+    assert len(calls) == 2 * (1 + 2)  # one (longest) run per lr and instance, plus the plain forward
+    chosen = [r for r in records if r.get("chosen")]
+    assert len(chosen) == 1 and chosen[0].get("edge") == edge
+    assert all("edge" not in r for r in records if not r.get("chosen"))
+
+
+def test_edges_join_several_axes_and_classical_options_are_recorded(monkeypatch):
+    import torch
+
+    from bench.adaptation import select
+
+    calls = []
+    gain = {0.5: 0.1, 1.0: 0.3, 2.0: 0.2}
+    monkeypatch.setattr(select, "adapt_image", _fake_adapt(lambda e, k: gain[e.options["sigma_scale"]], calls))
+    best, records = select.choose(None, R.get("bm3d"), {"sigma_scale": [0.5, 1.0, 2.0]}, _pairs(), torch.device("cpu"))
+    assert best.options["sigma_scale"] == 1.0 and len(calls) == 2 * (1 + 3)
+    assert [r["sigma_scale"] for r in records] == [0.5, 1.0, 2.0] and all(r["profile"] == "np" for r in records)
+    assert [r["val_gain_db"] for r in records] == pytest.approx([0.1, 0.3, 0.2])
+    assert records[1]["chosen"] and all("edge" not in r for r in records)  # interior: no flag
+    gain[2.0] = 0.5
+    best, records = select.choose(None, R.get("bm3d"), {"sigma_scale": [0.5, 1.0, 2.0]}, _pairs(), torch.device("cpu"))
+    assert records[2]["edge"] == "sigma_scale=2 (grid max)"
+    assert select.edges({"steps": [1, 2, 3], "lr": [1e-4, 1e-3, 1e-2], "optimizer": ["sgd", "adam", "x"]},
+                        {"steps": 3, "lr": 1e-4, "optimizer": "sgd"}) == "steps=3 (grid max); lr=0.0001 (grid min)"
+    assert select.edges({"steps": [1, 2, 3, 2]}, {"steps": 2}) == ""

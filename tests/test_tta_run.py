@@ -168,3 +168,173 @@ def test_diagnostics_off_gives_the_same_prediction(ours, image):
         off = adapt_image(entry(name), ours, noisy, clean, diagnostics=False)
         assert torch.equal(on.prediction, off.prediction) and on.losses == off.losses
         assert off.delta_grey == [] and off.psnr == [] and off.trajectory is None
+
+
+# ---- ×8 self-ensembling (no learning) -------------------------------------------------------------
+
+def _d4_by_hand(x):
+    """The 8 flips/rotations written with transposes and flips (not the module's rot90s), each with
+    its inverse: the identity, the three flips, and the transpose followed by each of them."""
+    out = []
+    for t in (False, True):
+        for dims in ((), (-1,), (-2,), (-2, -1)):
+            def fwd(y, t=t, dims=dims):
+                y = y.transpose(-2, -1) if t else y
+                return y.flip(dims) if dims else y
+
+            def inv(y, t=t, dims=dims):
+                y = y.flip(dims) if dims else y
+                return y.transpose(-2, -1) if t else y
+
+            out.append((fwd, inv))
+    return out
+
+
+def test_ensemble8_is_the_mean_of_the_eight_mapped_back_outputs_on_a_non_square_image():
+    torch.manual_seed(4)
+    model = methods.create("ours", base=4, scale=2, mask_base=4).double()
+    g = torch.Generator().manual_seed(1)
+    noisy = torch.rand(1, 3, 16, 24, generator=g, dtype=torch.float64)
+    clean = (noisy + 0.05 * torch.randn(noisy.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    before = state(model)
+    r = adapt_image(R.get("ensemble8"), model, noisy, clean, trajectory=True)
+    assert_unchanged(before, model)
+    with torch.no_grad():
+        outs = [inv(model(fwd(noisy))) for fwd, inv in _d4_by_hand(noisy)]
+        plain = model(noisy)
+    assert all(o.shape == noisy.shape for o in outs) and r.prediction.shape == noisy.shape
+    torch.testing.assert_close(r.prediction, torch.stack(outs).mean(0), rtol=0, atol=1e-12)
+    assert not torch.allclose(r.prediction, plain)  # the tiny network is not equivariant
+    assert (r.updates, r.losses, r.extra, r.alignment, r.alignment_pri) == (0, [], {"transforms": 8}, None, None)
+    assert len(r.psnr) == 1 and r.trajectory.shape == (1, 1, 3, 16, 24) and R.get("ensemble8").requires == "restorer"
+
+
+def test_ensemble8_of_an_equivariant_network_is_its_plain_output():
+    from methods.blocks import SingleTaskModel
+
+    torch.manual_seed(0)
+    pointwise = SingleTaskModel(torch.nn.Sequential(torch.nn.Conv2d(3, 8, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 3, 1)))
+    pointwise = pointwise.double()  # 1×1 convolutions commute with every flip and rotation
+    noisy = torch.rand(1, 3, 10, 14, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    r = adapt_image(R.get("ensemble8"), pointwise, noisy)
+    with torch.no_grad():
+        torch.testing.assert_close(r.prediction, pointwise(noisy), rtol=0, atol=1e-12)
+
+
+# ---- step-0 alignment on the primary head, and L_pri over the first update ----------------------
+
+def _head_grads(model, noisy, clean):
+    """By plain autograd on a copy: ∇L_MaskRec (soft mask) and ∇L_pri over the two heads at θ0."""
+    from bench.core.losses import aux_loss
+
+    m = copy.deepcopy(model)
+    heads = {n: p for n, p in m.restorer.named_parameters() if n.startswith(("primary_head.", "aux_head."))}
+    with torch.no_grad():
+        mask = m.mask_net(noisy)
+    rec = m.restorer(noisy)[1]
+    g_self = torch.autograd.grad(aux_loss(rec, noisy, mask), list(heads.values()))
+    g_pri = torch.autograd.grad(l1(m.restorer(noisy)[0], clean), list(heads.values()), allow_unused=True)
+    zeros = [torch.zeros_like(p) if g is None else g for g, p in zip(g_pri, heads.values())]
+    return m, heads, dict(zip(heads, g_self)), dict(zip(heads, zeros))
+
+
+def _cos(a, b):
+    return float(sum((a[k] * b[k]).sum() for k in a) / (math.sqrt(sum(a[k].pow(2).sum() for k in a))
+                                                          * math.sqrt(sum(b[k].pow(2).sum() for k in b))))
+
+
+def test_alignment_pri_is_the_cosine_over_the_parameters_l_pri_moves(ours, image):
+    noisy, clean = image
+    r = adapt_image(entry("alg3", lr=1e-6), ours, noisy, clean)
+    _, heads, g_self, g_pri = _head_grads(ours, noisy, clean)
+    moved = {n for n, g in g_pri.items() if bool((g != 0).any())}
+    assert moved == {n for n in heads if n.startswith("primary_head.")}  # L_pri never reaches the auxiliary head
+    assert r.alignment == pytest.approx(_cos(g_self, g_pri), abs=1e-9)  # over both heads: diluted
+    assert r.alignment_pri == pytest.approx(_cos({n: g_self[n] for n in moved}, {n: g_pri[n] for n in moved}), abs=1e-9)
+    assert abs(r.alignment_pri) > abs(r.alignment)
+    # entries that move only what L_pri moves: the two cosines agree
+    for name in ("oracle", "lan-offset"):
+        e = adapt_image(entry(name), ours, noisy, clean)
+        assert e.alignment_pri == pytest.approx(e.alignment, abs=1e-12)
+    assert adapt_image(entry("oracle"), ours, noisy, clean).alignment_pri == pytest.approx(1.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("k", [1, K])
+def test_lpri_actual_and_predicted_over_the_first_sgd_update(ours, image, k):
+    noisy, clean = image
+    lr = 1e-6
+    r = adapt_image(entry("alg3", lr=lr, steps=k), ours, noisy, clean)
+    m, heads, g_self, g_pri = _head_grads(ours, noisy, clean)
+    with torch.no_grad():
+        before = l1(m(noisy), clean).item()
+        for n, p in heads.items():
+            p -= lr * g_self[n]
+        after = l1(m(noisy), clean).item()
+    assert r.lpri_actual == pytest.approx(after - before, rel=1e-6)
+    assert r.lpri_pred == pytest.approx(-lr * float(sum((g_pri[n] * g_self[n]).sum() for n in heads)), rel=1e-9)
+    assert abs(r.lpri_pred - r.lpri_actual) < 0.05 * abs(r.lpri_actual)  # first order holds at a tiny lr
+
+
+def test_lpri_pred_follows_adam_s_first_step_the_sign_of_the_gradient(ours, image):
+    noisy, clean = image
+    lr = 1e-6
+    r = adapt_image(entry("alg3", optimizer="adam", lr=lr, steps=2), ours, noisy, clean)
+    _, heads, g_self, g_pri = _head_grads(ours, noisy, clean)
+    step = {n: g / (g.abs() + 1e-8) for n, g in g_self.items()}  # Adam's bias-corrected first update
+    assert r.lpri_pred == pytest.approx(-lr * float(sum((g_pri[n] * step[n]).sum() for n in heads)), rel=1e-6)
+    assert abs(r.lpri_pred - r.lpri_actual) < 0.05 * abs(r.lpri_actual)
+
+
+def test_the_first_update_diagnostics_are_none_when_they_cannot_be_computed(ours, ridnet, image):
+    noisy, clean = image
+    without = adapt_image(entry("alg3"), ours, noisy)
+    assert (without.alignment, without.alignment_pri, without.lpri_pred, without.lpri_actual) == (None,) * 4
+    zero = adapt_image(R.get("alg3").with_(steps=0), ours, noisy, clean)
+    assert zero.alignment_pri is not None and (zero.lpri_pred, zero.lpri_actual) == (None, None)  # no update
+    for name in ("none", "nlm", "ensemble8"):
+        r = adapt_image(R.get(name), ridnet, noisy, clean)
+        assert (r.alignment, r.alignment_pri, r.lpri_pred, r.lpri_actual) == (None,) * 4
+
+
+def test_evaluate_rows_carry_the_first_update_diagnostics():
+    import numpy as np
+
+    from bench.adaptation.evaluate import ROW_COLUMNS, Target, evaluate
+    from bench.data.base import ImagePair
+
+    torch.manual_seed(4)
+    model = methods.create("ours", base=4, scale=2, mask_base=4)
+    rng = np.random.default_rng(0)
+    clean = rng.uniform(0.2, 0.8, (16, 16, 3)).astype(np.float32)
+    pair = ImagePair("a", clean, np.clip(clean + rng.normal(0, 0.1, clean.shape), 0, 1).astype(np.float32))
+    cols = ("alignment", "alignment_pri", "lpri_pred", "lpri_actual")
+    assert set(cols) <= set(ROW_COLUMNS)
+    (row,) = evaluate(model, entry("alg3"), [Target("test", "s", [pair])], torch.device("cpu"))
+    assert all(isinstance(row[c], float) and math.isfinite(row[c]) for c in cols), row
+    (plain,) = evaluate(model, R.get("ensemble8"), [Target("test", "s", [pair])], torch.device("cpu"))
+    assert all(plain[c] is None for c in cols)
+
+
+def test_the_alignment_figure_plots_the_primary_head_cosine_and_falls_back_for_older_runs(tmp_path):
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from bench.report.figures import tta_alignment
+
+    recs = []
+    for i in range(3):
+        for metric, row, v in (("psnr_float", "none", 30.0), ("psnr_float", "alg3", 30.0 + 0.1 * i),
+                               ("alignment", "alg3", -0.1 * i), ("alignment_pri", "alg3", -0.3 * i),
+                               ("psnr_float", "official", 30.0 + 0.2 * i), ("alignment", "official", 0.1 * i)):
+            recs.append({"row": row, "seed": 0, "split": "test", "scenario": "c", "image": f"i{i}", "metric": metric,
+                         "value": v})
+    rows = [{"name": "none", "method": "ours", "adapt": "none"}, {"name": "alg3", "method": "ours", "adapt": "alg3"},
+            {"name": "official", "method": "ours", "adapt": "official"}]
+    study = SimpleNamespace(spec={"scenarios": ["c"], "rows": rows}, tidy=pd.DataFrame(recs), title="t")
+    data = tta_alignment.compute(study)
+    pts = {p.row: p for p in data.points}
+    assert pts["alg3"].metric == "alignment_pri" and pts["alg3"].alignment.tolist() == pytest.approx([0, -0.3, -0.6])
+    assert pts["official"].metric == "alignment" and pts["official"].alignment.tolist() == pytest.approx([0, .1, .2])
+    assert "official" in data.caption and "L_pri moves" in tta_alignment.LABELS["alignment_pri"]
+    assert all(p.exists() for p in tta_alignment.draw(data, tmp_path))

@@ -96,7 +96,8 @@ def test_every_row_leaves_the_weights_bit_identical(tiny, name):
     model, pairs = tiny
     entry = R.get(name).with_(steps=2, lr=1e-2) if R.get(name).learns else R.get(name)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    rows = evaluate(model, entry, [Target("test", "s", pairs[:1])], torch.device("cpu"))
+    rows = evaluate(model, entry, [Target("test", "s", pairs[:1])], torch.device("cpu"),
+                    fit_on=[Target("val", "s", pairs[1:])])  # where a domain-scope entry is fitted
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert model.training  # left as it was found (evaluate restores train mode)
     assert {"psnr", "psnr_float", "seconds", "updates", "scenario"} <= set(rows[0])

@@ -1,9 +1,11 @@
-"""The ZS-N2N pair down-sampler, loss (against hand computations) and zero-shot network; the NLM anchor."""
+"""The ZS-N2N pair down-sampler, loss (against hand computations) and zero-shot network; the NLM and BM3D anchors."""
 import numpy as np
 import pytest
 import torch
+from skimage.restoration import estimate_sigma
 
-from bench.adaptation.classical import nlm_denoise, nlm_sigma
+from bench.adaptation import classical
+from bench.adaptation.classical import classical_denoise
 from bench.adaptation.zsn2n import ZeroShotNet, pair_downsample, zero_shot_net, zsn2n_loss
 
 # One channel, 4×4; its four 2×2 cells [[a, b], [c, d]] give D1 = (a + d)/2 and D2 = (b + c)/2.
@@ -72,21 +74,72 @@ def test_zero_shot_network_shape_size_and_seeded_init():
     assert not torch.equal(net.conv1.weight, zero_shot_net(seed=5).conv1.weight)
 
 
-def test_nlm_estimates_the_noise_level_and_denoises():
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:48, 0:48] / 47.0
-    clean = np.stack([0.2 + 0.6 * xx, 0.3 + 0.4 * yy, 0.5 + 0.0 * xx], axis=-1)  # smooth ramps
-    noisy = clean + rng.normal(0, 0.08, clean.shape)
-    assert abs(nlm_sigma(noisy) - 0.08) < 0.012  # robust estimate of the true 0.08
-    out, sigma = nlm_denoise(noisy)
-    assert sigma == nlm_sigma(noisy) and out.shape == noisy.shape
-    mse_in, mse_out = np.mean((noisy - clean) ** 2), np.mean((out - clean) ** 2)
-    assert mse_out < 0.5 * mse_in
+def _ramps(size, sigma, seed):
+    """A smooth RGB image (ramps) and a Gaussian-noisy copy."""
+    yy, xx = np.mgrid[0:size, 0:size] / (size - 1)
+    clean = np.stack([0.2 + 0.6 * xx, 0.3 + 0.4 * yy, 0.5 + 0.0 * xx], axis=-1)
+    return clean, clean + np.random.default_rng(seed).normal(0, sigma, clean.shape)
 
 
-def test_nlm_sigma_equals_scikit_image_where_pywavelets_is_installed():
-    pytest.importorskip("pywt")
-    from skimage.restoration import estimate_sigma
+def _psnr(a, b):
+    return 10 * np.log10(1 / np.mean((a - b) ** 2))
 
-    img = np.random.default_rng(1).random((21, 18, 3))
-    assert nlm_sigma(img) == pytest.approx(float(np.mean(estimate_sigma(img, channel_axis=-1))), rel=1e-10)
+
+def test_nlm_uses_scikit_image_estimate_sigma_times_sigma_scale(monkeypatch):
+    clean, noisy = _ramps(48, 0.08, 0)
+    est = float(estimate_sigma(noisy, channel_axis=-1, average_sigmas=True))
+    assert abs(est - 0.08) < 0.012  # robust estimate of the true 0.08
+    out, sigma = classical_denoise(noisy, "nlm")
+    assert sigma == est and out.shape == noisy.shape
+    assert np.mean((out - clean) ** 2) < 0.5 * np.mean((noisy - clean) ** 2)
+    seen = {}
+    real = classical.denoise_nl_means
+
+    def spy(image, **kw):
+        seen.update(kw)
+        return real(image, **kw)
+
+    monkeypatch.setattr(classical, "denoise_nl_means", spy)
+    _, sigma = classical_denoise(noisy, "nlm", sigma_scale=1.5, h_factor=0.6)
+    assert sigma == pytest.approx(1.5 * est, rel=1e-12)
+    assert seen["sigma"] == sigma and seen["h"] == pytest.approx(0.6 * 1.5 * est, rel=1e-12)
+
+
+def test_bm3d_denoises_and_returns_the_estimated_sigma():
+    clean, noisy = _ramps(32, 0.1, 1)
+    out, sigma = classical_denoise(noisy, "bm3d")
+    assert sigma == float(estimate_sigma(noisy, channel_axis=-1, average_sigmas=True))
+    assert out.shape == noisy.shape and out.min() >= 0 and out.max() <= 1
+    assert _psnr(out, clean) > _psnr(noisy, clean) + 3
+
+
+def test_bm3d_passes_the_scaled_sigma_and_clips(monkeypatch):
+    import bm3d
+    from bm3d.profiles import BM3DProfileRefilter
+
+    _, noisy = _ramps(16, 0.1, 2)
+    seen = {}
+
+    def fake(z, sigma_psd, profile):
+        seen.update(sigma_psd=sigma_psd, profile=profile)
+        return z * 3 - 1  # out of [0, 1] on both sides
+
+    monkeypatch.setattr(bm3d, "bm3d_rgb", fake)
+    out, sigma = classical_denoise(noisy, "bm3d", sigma_scale=2.0, profile="refilter")
+    assert seen["sigma_psd"] == sigma and type(seen["profile"]) is BM3DProfileRefilter
+    assert seen["profile"].num_threads == 1  # deterministic: the package's threads sum in a varying order
+    assert sigma == pytest.approx(2 * float(estimate_sigma(noisy, channel_axis=-1, average_sigmas=True)), rel=1e-12)
+    assert out.min() == 0 and out.max() == 1 and np.array_equal(out, np.clip(noisy * 3 - 1, 0, 1))
+
+
+def test_bm3d_is_deterministic():
+    _, noisy = _ramps(24, 0.1, 3)
+    assert np.array_equal(classical_denoise(noisy, "bm3d")[0], classical_denoise(noisy, "bm3d")[0])
+
+
+def test_an_unknown_classical_algorithm_or_profile_is_one_line():
+    with pytest.raises(ValueError, match="unknown classical algorithm 'wiener'; known: nlm, bm3d") as e:
+        classical_denoise(np.zeros((8, 8, 3)), "wiener")
+    assert "\n" not in str(e.value)
+    with pytest.raises(ValueError, match="unknown BM3D profile 'best'; known: np, refilter"):
+        classical_denoise(np.zeros((8, 8, 3)), "bm3d", profile="best")

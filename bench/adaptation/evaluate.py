@@ -5,8 +5,10 @@ row is the ``none`` entry, its "with meta-test" row the preset's meta-test entry
 ``official``), a TTA study's rows their own entries on each scenario's instances. Each instance is
 adapted on its own by ``bench.adaptation.run.adapt_image`` (the model is never modified) and
 gives one wide row: the 8-bit metrics every table shows (psnr, ssim, ssim_gauss), ``psnr_float``
-(what paired differences use) and, with ``diagnostics``, cost, gradient alignment and the per-step
-curves at no more than ``MAX_STEP_COLUMNS`` steps.
+(what paired differences use) and, with ``diagnostics``, cost, gradient alignment (over every adapted
+parameter, ``alignment``, and over those L_pri moves, ``alignment_pri``), L_pri's predicted and actual
+change over the first update (``lpri_pred``, ``lpri_actual``) and the per-step curves at no more than
+``MAX_STEP_COLUMNS`` steps.
 """
 from __future__ import annotations
 
@@ -17,9 +19,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from bench.adaptation.domain import DomainFit, fit_domain
 from bench.adaptation.registry import Adaptation
+from bench.adaptation.registry import get as get_adaptation
 from bench.adaptation.run import adapt_image
 from bench.core.config import TTAConfig
+from bench.core.errors import ConfigError
 from bench.core.images import to_tensor
 from bench.core.metrics import image_metrics, psnr_float
 from bench.data.base import ImagePair
@@ -28,7 +33,8 @@ from bench.data.scenarios import get_scenario, instances, sized
 MAX_STEP_COLUMNS = 21
 """Per-step columns per curve: every step up to 20 updates, else 21 evenly spaced ones (named by step)."""
 STEP_CURVES = ("loss", "dgrey", "psnr")
-ROW_COLUMNS = ("psnr", "ssim", "ssim_gauss", "psnr_float", "seconds", "peak_mib", "updates", "alignment")
+ROW_COLUMNS = ("psnr", "ssim", "ssim_gauss", "psnr_float", "seconds", "peak_mib", "updates", "alignment",
+               "alignment_pri", "lpri_pred", "lpri_actual")
 """The per-instance columns besides split/scenario/image and the per-step ``loss@t``/``dgrey@t``/``psnr@t``."""
 MEASURED = ("seconds", "peak_mib")
 """Columns that measure the run (wall time, memory), not its result: two identical runs differ there."""
@@ -75,30 +81,52 @@ def step_columns(losses: list[float], delta_grey: list[float], psnrs: list[float
 
 
 def evaluate(model: nn.Module, entry: Adaptation, targets: Sequence[Target], device: torch.device,
-             seed: int = 0, progress: Callable[[], None] | None = None, diagnostics: bool = True) -> list[dict]:
+             seed: int = 0, progress: Callable[[], None] | None = None, diagnostics: bool = True,
+             fit_on: Sequence[Target] | None = None) -> list[dict]:
     """One row per instance of every target, in order (see the module docstring); the model is
     left as it was. ``diagnostics=False`` (training's validation) keeps only the image metrics and
-    ``psnr_float``, and never shows the clean image to the adaptation."""
+    ``psnr_float``, and never shows the clean image to the adaptation. A domain-scope entry
+    (``bench.adaptation.domain``) is fitted once per scenario on that scenario's target in
+    ``fit_on`` (its validation instances) and each instance is then scored with the fitted copy,
+    unadapted; ``updates`` is then the fit's chosen update count."""
     model.eval()
     rows = []
+    fits: dict[str, DomainFit] = {}
     try:
         for target in targets:
+            scored, scored_entry = model, entry
+            if entry.scope == "domain":
+                if target.scenario not in fits:
+                    fits[target.scenario] = fit_domain(entry, model, fit_pairs(fit_on, target), device, seed)
+                scored, scored_entry = fits[target.scenario].model.eval(), get_adaptation("none")
             for pair in target.pairs:
                 noisy, clean = to_tensor(pair.noisy, device), to_tensor(pair.clean, device)
-                res = adapt_image(entry, model, noisy, clean if diagnostics else None, diagnostics=diagnostics,
+                res = adapt_image(scored_entry, scored, noisy, clean if diagnostics else None, diagnostics=diagnostics,
                                   seed=seed)
+                if entry.scope == "domain":
+                    res.updates = fits[target.scenario].steps
                 m = {k: v[0] for k, v in image_metrics(res.prediction, clean).items()}
                 row = {"split": target.split, "scenario": target.scenario, "image": pair.name, **m,
                        "psnr_float": float(psnr_float(res.prediction[0], clean[0]))}
                 if diagnostics:
                     row.update(seconds=res.seconds, peak_mib=res.peak_mib, updates=res.updates,
-                               alignment=res.alignment, **step_columns(res.losses, res.delta_grey, res.psnr))
+                               alignment=res.alignment, alignment_pri=res.alignment_pri, lpri_pred=res.lpri_pred,
+                               lpri_actual=res.lpri_actual, **step_columns(res.losses, res.delta_grey, res.psnr))
                 rows.append(row)
                 if progress:
                     progress()
     finally:
         model.train()
     return rows
+
+
+def fit_pairs(fit_on: Sequence[Target] | None, target: Target) -> Sequence[ImagePair]:
+    """The validation instances a domain-scope entry is fitted on for ``target``'s scenario."""
+    for t in fit_on or ():
+        if t.scenario == target.scenario and t.split == "val":
+            return t.pairs
+    raise ConfigError(f"a domain-scope adaptation needs the validation instances of scenario "
+                      f"{target.scenario or '(none)'!r}; it runs in TTA studies only")
 
 
 def mean_psnr(model: nn.Module, entry: Adaptation, pairs: Sequence[ImagePair], device: torch.device) -> float:
@@ -134,5 +162,5 @@ def noisy_rows(pairs: Sequence[ImagePair]) -> list[dict]:
     return rows
 
 
-__all__ = ["Target", "scenario_targets", "step_indices", "step_columns", "evaluate", "mean_psnr", "row_metrics",
+__all__ = ["Target", "scenario_targets", "step_indices", "step_columns", "evaluate", "fit_pairs", "mean_psnr", "row_metrics",
            "noisy_rows", "MAX_STEP_COLUMNS", "STEP_CURVES", "ROW_COLUMNS", "MEASURED"]

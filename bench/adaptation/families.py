@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from bench.adaptation.classical import nlm_denoise
+from bench.adaptation.classical import classical_denoise
 from bench.adaptation.inner import Params, forward_with, inner_parameters
 from bench.adaptation.zsn2n import zero_shot_net, zsn2n_loss
 from bench.core.errors import ConfigError
@@ -232,13 +232,42 @@ class Plain(Moves):
         return model(noisy), {}
 
 
+def dihedral(x: Tensor, k: int, flip: bool) -> Tensor:
+    """One of the 8 flips/rotations of an image batch (…, H, W): a horizontal flip (when ``flip``),
+    then a rotation by k·90° (k = 0 … 3); odd k swaps H and W."""
+    return torch.rot90(x.flip(-1) if flip else x, k, dims=(-2, -1))
+
+
+def dihedral_inverse(x: Tensor, k: int, flip: bool) -> Tensor:
+    """The inverse of ``dihedral(·, k, flip)``: the image back in its own orientation and shape."""
+    x = torch.rot90(x, -k, dims=(-2, -1))
+    return x.flip(-1) if flip else x
+
+
+DIHEDRAL = tuple((k, flip) for flip in (False, True) for k in range(4))
+"""The 8 transforms of the dihedral group D4 as (rotation k, horizontal flip)."""
+
+
+class SelfEnsemble(Moves):
+    name, requires, learns = "ensemble8", "restorer", False
+    description = ("×8 self-ensemble: the trained network on the 8 flips/rotations of the image, each output "
+                   "mapped back, averaged; nothing learned")
+
+    def predict(self, entry, model, noisy):
+        total = None
+        for k, flip in DIHEDRAL:
+            out = dihedral_inverse(first_output(model(dihedral(noisy, k, flip))), k, flip)
+            total = out if total is None else total + out
+        return total / len(DIHEDRAL), {"transforms": len(DIHEDRAL)}
+
+
 class Classical(Moves):
     name, requires, learns = "classical", "nothing", False
-    description = "no network: non-local means with the entry's options"
+    description = "no network: a classical denoiser (non-local means or BM3D) with the entry's options"
 
     def predict(self, entry, model, noisy):
         image = noisy[0].permute(1, 2, 0).double().cpu().numpy()
-        out, sigma = nlm_denoise(image, **entry.options)
+        out, sigma = classical_denoise(image, **entry.options)
         pred = torch.from_numpy(out).permute(2, 0, 1)[None].to(device=noisy.device, dtype=noisy.dtype)
         return pred, {"sigma": sigma, **entry.options}
 
@@ -314,7 +343,7 @@ class NoLoss(Loss):
 
 
 MOVES: dict[str, Moves] = {m.name: m for m in (Plain(), Heads(), AllWeights(), OfficialHeads(), Offset(), Fresh(),
-                                               Classical())}
+                                               Classical(), SelfEnsemble())}
 LOSSES: dict[str, Loss] = {x.name: x for x in (NoLoss(), AuxMask(), AuxRec(), ZsN2N(), Oracle())}
 
 
@@ -334,4 +363,4 @@ def get_loss(name: str) -> Loss:
 
 __all__ = ["CAPABILITIES", "OFFICIAL_FREEZE", "Moved", "RestorerMoved", "Moves", "RestorerWeights", "Loss", "LossFn",
            "MOVES", "LOSSES", "get_moves", "get_loss", "first_output", "entry_mask", "stronger", "restorer_of",
-           "detached", "body_frozen"]
+           "detached", "body_frozen", "SelfEnsemble", "DIHEDRAL", "dihedral", "dihedral_inverse"]

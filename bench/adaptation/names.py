@@ -6,8 +6,9 @@ from __future__ import annotations
 from bench.core import plugins
 from bench.core.errors import ConfigError
 
-BUILT_IN = ("none", "alg3", "official", "oracle", "lan-offset", "ssl-finetune", "zs-n2n", "nlm")
-EVALUATION_ONLY = ("oracle",)
+BUILT_IN = ("none", "ensemble8", "alg3", "official", "oracle", "domain-oracle", "lan-offset", "ssl-finetune", "zs-n2n",
+            "nlm", "bm3d")
+EVALUATION_ONLY = ("oracle", "domain-oracle")
 GROUP = plugins.GROUPS["adaptations"]
 
 

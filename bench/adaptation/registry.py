@@ -11,8 +11,8 @@ moves          what the entry moves (``bench.adaptation.families``): a registere
                forward) | heads (the auxiliary-head networks' two heads; body and mask frozen) |
                official-heads (the official test loop's: the heads but the primary head's first conv) |
                all (every restorer weight) | offset (a per-pixel input offset through tanh, network
-               frozen) | fresh (a new zero-shot network per image) | classical (no learning) — or a
-               ``Moves`` object
+               frozen) | fresh (a new zero-shot network per image) | classical (no learning: NLM or
+               BM3D, ``bench.adaptation.classical``, set by the entry's ``options``) — or a ``Moves`` object
 loss           what it steps on: aux-mask (Alg. 3's L_MaskRec on the auxiliary head) | aux-rec (the
                unmasked L_rec, for methods meta-trained with it) | zs-n2n (Zero-Shot Noise2Noise) |
                oracle (L_pri = L1 against the clean image: evaluation only) | none — or a ``Loss`` object
@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from bench.adaptation import families
-from bench.adaptation.classical import NLM_DEFAULTS
+from bench.adaptation.classical import ALGORITHMS, BM3D_DEFAULTS, BM3D_PROFILES, NLM_DEFAULTS
 from bench.core import plugins
 from bench.core.errors import ConfigError
 
@@ -38,7 +38,9 @@ MOVES = tuple(families.MOVES)
 LOSSES = tuple(families.LOSSES)
 OPTIMIZERS = ("sgd", "adam")
 PREDICT_AFTER = ("last", "before-last")
+SCOPES = ("image", "domain")
 OVERRIDABLE = ("steps", "lr", "optimizer", "mask_threshold", "predict_after", "halve_lr_at")
+FIXED_OPTIONS = ("algorithm",)  # options of an entry that learns nothing that with_ may not change
 GROUP = plugins.GROUPS["adaptations"]
 
 PAPER = "Gunawan, Nugroho & Park, Test-time Adaptation for Real Image Denoising via Meta-transfer Learning"
@@ -69,6 +71,7 @@ class Adaptation:
     predict_after: str = "last"
     halve_lr_at: int | None = None  # StepLR(step_size=n, gamma=0.5): updates after the n-th use lr/2, lr/4 ...
     evaluation_only: bool = False
+    scope: str = "image"  # image: adapt to each image; domain: fit once per scenario on validation (domain.py)
     options: dict[str, Any] = field(default_factory=dict)  # family-specific constants (NLM's)
     source: str = plugins.BUILT_IN  # where the entry comes from: built-in, or "distribution version"
     moves_impl: Any = field(default=None, repr=False, compare=False)
@@ -112,16 +115,47 @@ class Adaptation:
             return 0
         return max(self.steps - 1, 0) if self.predict_after == "before-last" else self.steps
 
+    @property
+    def option_keys(self) -> tuple[str, ...]:
+        """The ``options`` an entry that learns nothing lets ``with_`` and ``select:`` change (all but
+        ``FIXED_OPTIONS``); none for a learned entry."""
+        return () if self.learns else tuple(k for k in self.options if k not in FIXED_OPTIONS)
+
     def with_(self, **changes: Any) -> "Adaptation":
         """A copy with ``steps``/``lr``/``optimizer``/``mask_threshold``/``predict_after``/``halve_lr_at``
-        changed (a preset's budget); anything else, or a value out of range, is a ConfigError."""
+        changed (a preset's budget) or, for an entry that learns nothing (NLM, BM3D), with keys of its
+        ``options`` changed (``with_(sigma_scale=1.5)``); anything else, or a value out of range, is a
+        ConfigError."""
+        if not self.learns:
+            return self._with_options(changes)
         unknown = sorted(set(changes) - set(OVERRIDABLE))
         if unknown:
             raise ConfigError(f"adaptation {self.name!r}: cannot override {', '.join(unknown)}; "
                               f"overridable: {', '.join(OVERRIDABLE)}")
-        if changes and not self.learns:
-            raise ConfigError(f"adaptation {self.name!r} ({self.moves}) has no steps, lr or optimizer to override")
         out = replace(self, **changes)
+        out.validate()
+        return out
+
+    def _with_options(self, changes: dict[str, Any]) -> "Adaptation":
+        if not changes:
+            return self
+        allowed = self.option_keys
+        unknown = sorted(set(changes) - set(allowed))
+        if unknown:
+            what = f"overridable: {', '.join(allowed)}" if allowed else "it has no options to override"
+            raise ConfigError(f"adaptation {self.name!r} ({self.moves}) has no steps, lr or optimizer; cannot "
+                              f"override {', '.join(unknown)}; {what}")
+        for key, value in changes.items():
+            old = self.options[key]
+            if isinstance(old, (bool, str)):
+                ok, kind = type(value) is type(old), "true or false" if isinstance(old, bool) else "a string"
+            elif isinstance(old, int):
+                ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer > 0"
+            else:
+                ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a finite number > 0"
+            if not ok:
+                raise ConfigError(f"adaptation {self.name!r}: {key} {value!r}: expected {kind}")
+        out = replace(self, options={**self.options, **changes})
         out.validate()
         return out
 
@@ -138,6 +172,7 @@ class Adaptation:
             if objective.name != "none":
                 raise ConfigError(f"{where}: moves no parameter (moves {self.moves!r} learns nothing), so loss "
                                   f"{self.loss!r} would never be stepped on")
+            self._validate_options(where)
             return
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"{where}: optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
@@ -145,6 +180,10 @@ class Adaptation:
             raise ConfigError(f"{where}: steps {self.steps!r}: expected an integer >= 0")
         if isinstance(self.lr, bool) or not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr < 0:
             raise ConfigError(f"{where}: lr {self.lr!r}: expected a finite number >= 0")
+        if self.scope not in SCOPES:
+            raise ConfigError(f"{where}: scope {self.scope!r}: expected one of {', '.join(SCOPES)}")
+        if self.scope == "domain" and not mover.restores:
+            raise ConfigError(f"{where}: scope domain fits the restorer's own weights; moves {self.moves!r} does not move them")
         if self.predict_after not in PREDICT_AFTER:
             raise ConfigError(f"{where}: predict_after {self.predict_after!r}: expected one of {', '.join(PREDICT_AFTER)}")
         t = self.mask_threshold
@@ -157,6 +196,21 @@ class Adaptation:
             raise ConfigError(f"{where}: moves {self.moves!r} needs a loss")
         if objective.needs_restore and not mover.restores:
             raise ConfigError(f"{where}: loss {self.loss!r} adapts the restorer's heads or weights, not {self.moves!r}")
+
+    def _validate_options(self, where: str) -> None:
+        """An entry that learns nothing: numeric options finite and > 0; the classical family's
+        ``algorithm`` (and BM3D's ``profile``) known."""
+        for key, value in self.options.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{where}: {key} {value!r}: expected a finite number > 0")
+        if self.moves == "classical" and self.moves_impl is None:
+            algorithm = self.options.get("algorithm")
+            if algorithm not in ALGORITHMS:
+                raise ConfigError(f"{where}: options.algorithm {algorithm!r}: expected one of {', '.join(ALGORITHMS)}")
+            profile = self.options.get("profile", "np")
+            if algorithm == "bm3d" and profile not in BM3D_PROFILES:
+                raise ConfigError(f"{where}: profile {profile!r}: expected one of {', '.join(BM3D_PROFILES)}")
 
     def describe(self) -> dict[str, Any]:
         """One row for ``bench adaptations``: every field plus what a model must have."""
@@ -173,6 +227,10 @@ _ALG3 = Adaptation(
 
 _ENTRIES: list[Adaptation] = [
     Adaptation("none", "none", "none", "no adaptation: the trained network's plain forward pass", PAPER),
+    Adaptation("ensemble8", "ensemble8", "none", "×8 self-ensembling: the trained network on the 8 flips/rotations "
+               "of the image, outputs mapped back and averaged (no learning)",
+               citation="Timofte, Rothe & Van Gool, Seven ways to improve example-based single image super "
+                        "resolution, CVPR 2016 (geometric self-ensemble); Lim et al., EDSR, CVPRW 2017"),
     _ALG3,
     replace(_ALG3, name="official", moves="official-heads", optimizer="adam", mask_threshold=0.5,
             predict_after="before-last",
@@ -184,6 +242,12 @@ _ENTRIES: list[Adaptation] = [
             description="evaluation-only control: alg3's heads, K and optimizer family stepping on L_pri "
                         "against the clean image (the bound of what adapting the heads can give)",
             citation=f"this benchmark (the TTA study's oracle); {PAPER}"),
+    Adaptation("domain-oracle", "heads", "oracle",
+               "evaluation-only bound: the heads fitted once per scenario on its clean validation pairs (L_pri, "
+               "full batch, Adam 1e-3, up to 200 updates, the count chosen on a held-out half of the validation "
+               "tiles), then applied unchanged to its test images: what a few labelled target images buy",
+               f"this benchmark (bench/adaptation/domain.py); {PAPER}", optimizer="adam", steps=200, lr=1e-3,
+               evaluation_only=True, scope="domain"),
     Adaptation("lan-offset", "offset", "zs-n2n",
                "LAN: frozen restorer, per-pixel input offset y + tanh(φ), φ = 0 at start, ZS-N2N loss on "
                "the adapted input, Adam lr 5e-4, 20 steps (published)",
@@ -197,11 +261,18 @@ _ENTRIES: list[Adaptation] = [
                "0.2) trained from scratch on the one noisy image, Adam lr 1e-3, 2,000 steps, lr halved at 1,500",
                ZSN2N, optimizer="adam", steps=2000, lr=1e-3, halve_lr_at=1500),
     Adaptation("nlm", "classical", "none",
-               "non-local means (scikit-image denoise_nl_means, fast mode, patch 5, distance 6) with the noise "
-               "sigma estimated per image (estimate_sigma, mean over channels) and h = 0.8·sigma",
+               "non-local means (scikit-image denoise_nl_means, fast mode, patch 5, distance 6), h = h_factor·sigma "
+               "(0.8), sigma = scikit-image estimate_sigma per image (mean over channels) × sigma_scale (1.0)",
                "Buades, Coll & Morel, A non-local algorithm for image denoising, CVPR 2005; scikit-image "
                "denoise_nl_means docs (h = 0.8·sigma with sigma given, fast mode) and its NLM gallery example",
                options=dict(NLM_DEFAULTS)),
+    Adaptation("bm3d", "classical", "none",
+               "BM3D (the bm3d package's bm3d_rgb, profile 'np', block matching on luminance-chrominance), "
+               "sigma = scikit-image estimate_sigma per image (mean over channels) × sigma_scale (1.0), output "
+               "clipped to [0, 1]",
+               "Dabov, Foi, Katkovnik & Egiazarian, Image denoising by sparse 3-D transform-domain collaborative "
+               "filtering, IEEE TIP 2007; the bm3d package by Mäkinen, Azzari & Foi (pypi.org/project/bm3d)",
+               options=dict(BM3D_DEFAULTS)),
 ]
 for _e in _ENTRIES:
     _e.validate()
@@ -386,4 +457,5 @@ def for_recipe(entry: Adaptation, recipe: Any) -> Adaptation:
 
 __all__ = ["Adaptation", "REGISTRY", "PLUGINS", "GROUP", "names", "get", "entries", "get_selectable", "describe",
            "compatible", "check_pairing", "capabilities", "has_aux_head", "bind", "for_recipe", "from_metatest",
-           "check_plugin", "probe_moves", "refresh", "MOVES", "LOSSES", "OPTIMIZERS", "PREDICT_AFTER", "OVERRIDABLE"]
+           "check_plugin", "probe_moves", "refresh", "MOVES", "LOSSES", "OPTIMIZERS", "PREDICT_AFTER", "OVERRIDABLE",
+           "FIXED_OPTIONS"]

@@ -7,9 +7,10 @@ and learned entries run ``bench.adaptation.inner.run_steps`` on that loss throug
 networks the body features (when the body is frozen) and the mask are computed once per image, as
 ``bench.adaptation.inner`` does. Entries that do not learn (NLM, ``none``) predict in one call.
 
-Diagnostics per step (the loss, the output change, and with the clean image the float PSNR and the
-gradient alignment) cost extra forward passes; their time is measured and left out of ``seconds``,
-which is the adaptation's own wall time (``seconds_total`` includes them).
+Diagnostics per step (the loss, the output change, and with the clean image the float PSNR, the
+gradient alignment and L_pri's change over the first update) cost extra forward passes; their time
+is measured and left out of ``seconds``, which is the adaptation's own wall time (``seconds_total``
+includes them).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
-from torch.func import grad
+from torch.func import grad, grad_and_value
 
 from bench.adaptation.families import entry_mask, first_output
 from bench.adaptation.inner import Params, run_steps
@@ -41,6 +42,12 @@ class AdaptResult:
     psnr         float PSNR (output clamped to [0, 1], not quantized) of pred(θ0) … pred(θK); one value
                  for entries that do not learn; empty without ``clean``
     alignment    cos(∇L_self, ∇L_pri) over the adapted parameters at θ0 (needs ``clean``)
+    alignment_pri  the same cosine over only the parameters L_pri moves (those where ∇L_pri(θ0) is not
+                 identically zero: the primary head, not the auxiliary one, for the head entries); equals
+                 ``alignment`` for entries that move nothing else (needs ``clean``)
+    lpri_pred    ⟨∇L_pri(θ0), θ1 − θ0⟩: the first-order change of L_pri that the entry's actual first
+                 update predicts (SGD −lr·g, Adam ≈ −lr·sign(g)); needs ``clean`` and K ≥ 1
+    lpri_actual  L_pri(θ1) − L_pri(θ0): the change the first update made (needs ``clean`` and K ≥ 1)
     seconds      wall time of the adaptation and its prediction, diagnostics excluded
     peak_mib     CUDA: peak allocated minus allocated before; CPU: growth of the process's RSS peak
                  (VmHWM); None where it cannot be measured
@@ -55,6 +62,9 @@ class AdaptResult:
     delta_grey: list[float] = field(default_factory=list)
     psnr: list[float] = field(default_factory=list)
     alignment: float | None = None
+    alignment_pri: float | None = None
+    lpri_pred: float | None = None
+    lpri_actual: float | None = None
     seconds: float = 0.0
     seconds_total: float = 0.0
     peak_mib: float | None = None
@@ -62,6 +72,11 @@ class AdaptResult:
     trajectory: Tensor | None = None
     moved: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _moved_by(g: Params) -> list[str]:
+    """The names whose gradient is not identically zero (the parameters a loss moves)."""
+    return [k for k, v in g.items() if bool((v != 0).any())]
 
 
 def _cosine(a: Params, b: Params) -> float:
@@ -125,10 +140,11 @@ def adapt_image(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tenso
                 trajectory: bool = False, diagnostics: bool = True, seed: int = 0) -> AdaptResult:
     """Adapt to one noisy image (1, 3, H, W) as ``entry`` says and predict it.
 
-    ``clean`` (evaluation only) adds the float PSNR per step and the gradient alignment at step 0;
-    the oracle entry needs it. ``diagnostics=False`` skips the per-step output change and PSNR
-    (the losses are free and always kept). ``seed`` initialises the zero-shot network. The model's
-    parameters and buffers are never modified.
+    ``clean`` (evaluation only) adds the float PSNR per step, the gradient alignment at step 0 (over
+    every adapted parameter and over those L_pri moves) and L_pri's predicted and actual change over
+    the first update; the oracle entry needs it. ``diagnostics=False`` skips the per-step output
+    change and PSNR (the losses are free and always kept). ``seed`` initialises the zero-shot network.
+    The model's parameters and buffers are never modified.
     """
     if noisy.dim() != 4 or noisy.shape[0] != 1:
         raise ValueError(f"adapt_image takes one image (1, C, H, W), got shape {tuple(noisy.shape)}")
@@ -171,6 +187,7 @@ def _learned(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor |
     previous: list[Tensor] = []  # the last iterate's prediction (for the output change)
     chosen: list[Tensor] = []
     alignment: list[float] = []
+    first: dict[str, Any] = {}  # step-0 L_pri, its gradient and the two cosines (with the clean image)
 
     def record(pred: Tensor) -> None:
         """Per-iterate diagnostics, computed on the fly so that long runs hold one prediction."""
@@ -195,13 +212,25 @@ def _learned(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor |
         return None
 
     def align(p: Params, g_self: Params) -> None:
-        g_pri = grad(problem.pri_loss)(p)
-        alignment.append(_cosine(g_self, {n: g.detach() for n, g in g_pri.items()}))
+        g_pri, value = grad_and_value(problem.pri_loss)(p)
+        g_pri = {n: g.detach() for n, g in g_pri.items()}
+        alignment.append(_cosine(g_self, g_pri))
+        pri = _moved_by(g_pri)
+        first.update(value=float(value), grad=g_pri,
+                     alignment_pri=_cosine({n: g_self[n] for n in pri}, {n: g_pri[n] for n in pri}))
+
+    def first_update(p1: Params) -> None:
+        """L_pri's change over the actual first update θ0 → θ1, predicted and measured."""
+        g_pri, p0 = first.pop("grad"), problem.params
+        first["lpri_pred"] = float(sum((g_pri[n].double() * (p1[n] - p0[n]).double()).sum() for n in g_pri))
+        first["lpri_actual"] = float(problem.pri_loss(p1)) - first["value"]
 
     def on_step(t: int, p: Params, value: Tensor, g: Params) -> None:
         losses.append(value)
         if t == 0 and clean is not None:
             clock.diagnostic(lambda: align(p, g))
+        if t == 1 and clean is not None:
+            clock.diagnostic(lambda: first_update(p))
         pred = see(p, reported=before_last and t == k - 1)
         if pred is not None:
             chosen.append(pred)
@@ -210,12 +239,15 @@ def _learned(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tensor |
                      on_step=on_step, halve_lr_at=entry.halve_lr_at, keep="last")[0]
     if k == 0 and clean is not None:
         clock.diagnostic(lambda: align(last, {n: g.detach() for n, g in grad(problem.self_loss)(last).items()}))
+    if k == 1 and clean is not None:
+        clock.diagnostic(lambda: first_update(last))
     final = see(last, reported=not before_last)
     prediction = chosen[0] if before_last else final
     losses.append(clock.diagnostic(lambda: problem.self_loss(last)))
     return AdaptResult(prediction=prediction, updates=entry.updates_behind_prediction,
                        losses=clock.diagnostic(lambda: [float(v) for v in losses]), delta_grey=deltas, psnr=psnrs,
-                       alignment=alignment[0] if alignment else None,
+                       alignment=alignment[0] if alignment else None, alignment_pri=first.get("alignment_pri"),
+                       lpri_pred=first.get("lpri_pred"), lpri_actual=first.get("lpri_actual"),
                        trajectory=torch.stack(kept) if trajectory else None, moved=list(problem.params))
 
 

@@ -7,6 +7,15 @@ float PSNR over the same network without adaptation wins; that entry then runs o
 split never takes part in the choice. Candidates that differ only in ``steps`` share one run: the
 float PSNR of every iterate is in the diagnostics, so the gain after K updates is read off the
 longest run (the prediction after K, or K−1 for ``predict_after: before-last``, updates).
+
+Every family is tuned alike: an entry that learns nothing (NLM, BM3D) has no steps or lr, and its
+grid names keys of its ``options`` instead (``select: {sigma_scale: [0.5, 0.75, 1.0, 1.5, 2.0]}`` on
+bm3d, ``{h_factor: [...]}`` on nlm); each of its candidates is a run of its own.
+
+Edges: for every grid axis with at least three distinct numeric values, a choice at the axis' minimum
+or maximum marks the chosen record (``"edge": "steps=10 (grid max)"``, several axes joined by "; ").
+A choice on a grid's edge means the grid should be widened: the best value may lie beyond it; the
+TTA table says so.
 """
 from __future__ import annotations
 
@@ -25,13 +34,22 @@ from bench.core.images import to_tensor
 SELECTABLE = ("steps", "lr", "optimizer", "mask_threshold", "predict_after", "halve_lr_at")
 
 
+def choosable(entry: Adaptation) -> tuple[str, ...]:
+    """The keys a ``select:`` grid may name for ``entry``: ``SELECTABLE`` for a learned entry, the
+    keys of its ``options`` (but its algorithm) for one that learns nothing."""
+    return SELECTABLE if entry.learns else entry.option_keys
+
+
 def candidates(entry: Adaptation, grid: dict[str, Sequence[Any]]) -> list[Adaptation]:
     """Every combination of the grid's values applied to ``entry`` (one-line errors for bad grids)."""
-    if not entry.learns:
-        raise ConfigError(f"select: adaptation {entry.name!r} does not learn; there is nothing to choose")
+    allowed = choosable(entry)
     for key, values in grid.items():
-        if key not in SELECTABLE:
-            raise ConfigError(f"select: {key!r} cannot be chosen; choosable: {', '.join(SELECTABLE)}")
+        if key not in allowed:
+            if entry.learns:
+                raise ConfigError(f"select: {key!r} cannot be chosen; choosable: {', '.join(SELECTABLE)}")
+            what = f"choosable: its options {', '.join(allowed)}" if allowed else "there is nothing to choose"
+            raise ConfigError(f"select: {key!r} cannot be chosen for adaptation {entry.name!r}, which does not "
+                              f"learn; {what}")
         if not isinstance(values, (list, tuple)) or not values:
             raise ConfigError(f"select.{key}: expected a non-empty list of candidate values, got {values!r}")
     keys = list(grid)
@@ -39,8 +57,10 @@ def candidates(entry: Adaptation, grid: dict[str, Sequence[Any]]) -> list[Adapta
 
 
 def _run_key(entry: Adaptation) -> tuple:
-    """Candidates with the same key differ only in K and share one (longest) run."""
-    return (entry.optimizer, entry.lr, entry.mask_threshold, entry.predict_after, entry.halve_lr_at)
+    """Candidates with the same key differ only in K and share one (longest) run; an entry that
+    learns nothing has K = 0, so each of its candidates (its options) is a run of its own."""
+    options = repr(sorted(entry.options.items(), key=lambda kv: kv[0]))
+    return (entry.optimizer, entry.lr, entry.mask_threshold, entry.predict_after, entry.halve_lr_at, options)
 
 
 def _runs(options: list[Adaptation]) -> list[Adaptation]:
@@ -79,13 +99,41 @@ def choose(model: nn.Module, entry: Adaptation, grid: dict[str, Sequence[Any]], 
     for cand in options:
         gains = curves[_run_key(cand)][:, cand.updates_behind_prediction] - base
         records.append({"optimizer": cand.optimizer, "lr": cand.lr, "steps": cand.steps,
-                        **{k: getattr(cand, k) for k in grid if k not in ("optimizer", "lr", "steps")},
+                        **({} if cand.learns else dict(cand.options)),
+                        **{k: _value(cand, k) for k in grid if k not in ("optimizer", "lr", "steps")},
                         "val_gain_db": float(gains.mean()),
                         "val_gain_se": float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("nan"),
                         "n": len(gains)})
     best = max(range(len(options)), key=lambda i: (records[i]["val_gain_db"], -i))
     records[best]["chosen"] = True
+    edge = edges(grid, {k: _value(options[best], k) for k in grid})
+    if edge:
+        records[best]["edge"] = edge
     return options[best], records
 
 
-__all__ = ["SELECTABLE", "candidates", "adaptations_needed", "choose"]
+def _value(entry: Adaptation, key: str) -> Any:
+    """A grid key's value in a candidate: a field of a learned entry, an option of one that learns nothing."""
+    return getattr(entry, key) if entry.learns else entry.options[key]
+
+
+def _numeric(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def edges(grid: dict[str, Sequence[Any]], chosen: dict[str, Any]) -> str:
+    """"axis=value (grid max)" (or min) for every axis with at least three distinct numeric values
+    whose chosen value is its smallest or largest, joined by "; "; "" when the choice is interior."""
+    out = []
+    for key, values in grid.items():
+        numbers = {v for v in values if _numeric(v)}
+        value = chosen.get(key)
+        if len(numbers) < 3 or not _numeric(value):
+            continue
+        side = "max" if value == max(numbers) else "min" if value == min(numbers) else None
+        if side:
+            out.append(f"{key}={value:g} (grid {side})")
+    return "; ".join(out)
+
+
+__all__ = ["SELECTABLE", "choosable", "candidates", "adaptations_needed", "choose", "edges"]

@@ -245,7 +245,8 @@ def scenarios_cmd(strength: bool = typer.Option(False, "--strength", help="Also 
                   scenarios_file: Optional[Path] = ScenariosOpt,
                   as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List the scenarios of the TTA study: cameras, paired instances per split and, with --strength,
-    how far each one's noise lies from the training cameras'."""
+    how far each one's noise lies from the training cameras' and how correlated it is between
+    neighbouring pixels (lag-1; demosaicked camera noise is, which hurts pixel-neighbour losses)."""
     import dataclasses
     import json
 
@@ -288,28 +289,33 @@ def scenarios_cmd(strength: bool = typer.Option(False, "--strength", help="Also 
     table = Table(title="scenarios" + (f" ({split}, eval_seed {eval_seed})" if strength else ""),
                   title_justify="left")
     cols = ["scenario", "cameras", "val", "test"]
-    cols += ["input PSNR dB", "noise std (grey)", "vs noisiest training camera"] if strength else ["description"]
-    numeric = ("val", "test", "input PSNR dB", "noise std (grey)")
+    cols += ["input PSNR dB", "noise std (grey)", "noise lag-1 corr", "vs noisiest training camera"] if strength \
+        else ["description"]
+    numeric = ("val", "test", "input PSNR dB", "noise std (grey)", "noise lag-1 corr")
     for col in cols:
         table.add_column(col, justify="right" if col in numeric else "left")
     for rec in records:
         row = [rec["name"], ", ".join(rec["cameras"]), str(rec["instances"]["val"]), str(rec["instances"]["test"])]
         if "error" in rec:
-            row += ["", "", "[red]not available[/]"] if strength else []
+            row += ["", "", "", "[red]not available[/]"] if strength else []
             if not strength:
                 row.append(f"[red]{escape(rec['error'])}[/]")
         elif strength:
             s = rec["strength"]
-            row += [f"{s['psnr_mean']:.2f} ± {s['psnr_sd']:.2f}", f"{s['noise_std']:.1f} [{s['noise_std_min']:.1f}, "
-                    f"{s['noise_std_max']:.1f}]", f"{rec['noise_std_ratio']:.2f}× std, {-rec['psnr_drop_db']:+.2f} dB"]
+            row += [f"{s['psnr_mean']:.2f} ± {s['psnr_sd']:.2f}",
+                    f"{s['noise_std']:.1f} [{s['noise_std_min']:.1f}, {s['noise_std_max']:.1f}]",
+                    f"{s['noise_lag1_corr']:.2f}",
+                    f"{rec['noise_std_ratio']:.2f}× std, {-rec['psnr_drop_db']:+.2f} dB"]
         else:
             row.append(rec["description"])
         table.add_row(*row)
     for t in training.values():
         n_val, n_test = (str(t.n), "") if split == "val" else ("", str(t.n))
         table.add_row(f"[dim]{t.label}[/]", ", ".join(t.cameras), n_val, n_test,
-                      f"{t.psnr_mean:.2f} ± {t.psnr_sd:.2f}", f"{t.noise_std:.1f} [{t.noise_std_min:.1f}, {t.noise_std_max:.1f}]", "[dim]reference[/]")
+                      f"{t.psnr_mean:.2f} ± {t.psnr_sd:.2f}", f"{t.noise_std:.1f} [{t.noise_std_min:.1f}, {t.noise_std_max:.1f}]",
+                      f"{t.noise_lag1_corr:.2f}", "[dim]reference[/]")
     if strength:
         table.caption = ("noisy input vs clean over each scenario's instances; training cameras on the same tiles, "
-                         "draws and random streams")
+                         "draws and random streams; noise lag-1 corr: the mean autocorrelation of noisy − clean "
+                         "between neighbouring pixels (horizontal and vertical; 0 for white noise)")
     console.print(table)

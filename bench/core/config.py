@@ -146,6 +146,8 @@ class TTAConfig(_Strict):
     tiles: Literal["all"] | PositiveInt | None = None
     draws: PositiveInt | None = None
     splits: tuple[Literal["val", "test"], ...] = Field(("test",), min_length=1)
+    select_tiles: PositiveInt | None = None  # validation tiles per scenario a ``select:`` grid scores (None: all)
+    select_max_steps: PositiveInt | None = None  # a ``select:`` grid's step counts capped here (None: as listed)
     budgets: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 

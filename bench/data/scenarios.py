@@ -519,6 +519,29 @@ class Strength:
     """Mean over instances of the RMS of noisy − clean, in grey levels (0–255)."""
     noise_std_min: float
     noise_std_max: float
+    noise_lag1_corr: float = float("nan")
+    """Mean over instances of the noise's (noisy − clean) lag-1 spatial autocorrelation, horizontal and
+    vertical neighbours averaged, channels averaged (``noise_lag1``): ~0 for white noise, ~0.5 for
+    noise box-filtered over 2×2 pixels; demosaicked camera noise is well above 0, which is what hurts
+    losses that predict a pixel from its neighbours."""
+
+
+def noise_lag1(clean: np.ndarray, noisy: np.ndarray) -> np.ndarray:
+    """Per instance, the lag-1 spatial autocorrelation of the noise n = noisy − clean of (N, H, W, C)
+    stacks: per channel, n centred on its mean, ρ = mean(n[y, x]·n[y, x+1]) / var(n) horizontally and
+    likewise vertically, the two averaged, then the channels averaged (a channel without noise is
+    left out; NaN when none has any)."""
+    n = np.asarray(noisy, dtype=np.float64) - np.asarray(clean, dtype=np.float64)
+    n = n - n.mean(axis=(1, 2), keepdims=True)
+    var = (n**2).mean(axis=(1, 2))
+    horizontal = (n[:, :, 1:] * n[:, :, :-1]).mean(axis=(1, 2))
+    vertical = (n[:, 1:] * n[:, :-1]).mean(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rho = np.where(var > 0, (horizontal + vertical) / (2 * var), np.nan)  # (N, C)
+    out = np.full(len(n), np.nan)
+    some = ~np.isnan(rho).all(axis=1)
+    out[some] = np.nanmean(rho[some], axis=1)
+    return out
 
 
 def measure(pairs: list[ImagePair], label: str, cameras: tuple[str, ...], split: str) -> Strength:
@@ -529,9 +552,10 @@ def measure(pairs: list[ImagePair], label: str, cameras: tuple[str, ...], split:
     noisy = np.stack([p.noisy for p in pairs]).astype(np.float64)
     psnr = np.atleast_1d(psnr_float(noisy, clean))
     std = np.sqrt(((noisy - clean) ** 2).mean(axis=(1, 2, 3))) * 255.0
+    lag1 = noise_lag1(clean, noisy)
     return Strength(label, cameras, split, len(pairs), float(psnr.mean()), float(psnr.std(ddof=1)) if len(psnr) > 1
                     else 0.0, float(psnr.min()), float(psnr.max()), float(std.mean()), float(std.min()),
-                    float(std.max()))
+                    float(std.max()), float(np.nanmean(lag1)) if not np.isnan(lag1).all() else float("nan"))
 
 
 def shift_strength(scenario: Scenario, split: str, eval_seed: int) -> list[Strength]:

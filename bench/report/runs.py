@@ -29,7 +29,9 @@ from bench.runtime import tags  # noqa: E402
 from bench.runtime.studyname import StudyName  # noqa: E402
 
 METRICS = ("psnr", "ssim", "ssim_gauss", "psnr_float")
-DIAGNOSTICS = ("seconds", "peak_mib", "updates", "alignment")  # a TTA row's cost and step-0 alignment
+DIAGNOSTICS = ("seconds", "peak_mib", "updates", "alignment", "alignment_pri", "lpri_pred", "lpri_actual")
+"""A TTA row's cost, step-0 alignment and L_pri's change over the first update (``bench.adaptation.run``);
+``melt`` keeps those a run's ``images.csv`` has, so older runs without the last three still read."""
 STEP_METRIC = re.compile(r"^(loss|dgrey|psnr)@\d+$")  # a TTA row's per-step curves (bench.inference.scoring)
 ID_COLUMNS = ("study", "row", "method", "seed", "split", "scenario", "metatest", "image")
 TIDY_COLUMNS = (*ID_COLUMNS, "metric", "value", "run_id")

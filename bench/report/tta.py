@@ -12,6 +12,7 @@ updates (the oracle's ``psnr@K``); the cost: mean adaptation seconds per instanc
 """
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -183,9 +184,15 @@ def reference_levels(tidy: pd.DataFrame, spec: dict, split: str = "test") -> lis
 def chosen_values(study: StudyRuns) -> list[str]:
     """One line per row whose values were chosen on validation (``select:``): the choice of each seed."""
     picks: dict[str, list[str]] = {}
-    for run in study.runs:
+    for run in sorted(study.runs, key=lambda r: r.seed):
         p = run.run.data.params
-        if "adapt_select" in p and "adapt_lr" in p:
+        if "adapt_choice" in p:  # the grid's keys, and where the choice sits on a grid edge
+            choice = json.loads(p["adapt_choice"])
+            edge = choice.pop("edge", "")
+            text = ", ".join(f"{k} {v:g}" if isinstance(v, (int, float)) else f"{k} {v}" for k, v in choice.items())
+            picks.setdefault(run.row, []).append(f"seed {run.seed}: {text}" + (f" [on the grid's edge: {edge}]"
+                                                                               if edge else ""))
+        elif "adapt_select" in p and "adapt_lr" in p:
             picks.setdefault(run.row, []).append(f"seed {run.seed}: {p.get('adapt_optimizer')} lr "
                                                  f"{float(p['adapt_lr']):g}, K {p.get('adapt_steps')}")
     return [f"{row}: {'; '.join(v)}" for row, v in picks.items()]

@@ -108,7 +108,12 @@ class RowPlan:
 
     @property
     def select(self) -> dict[str, list]:
-        return self.row.select
+        """The row's ``select:`` grid, its step counts capped by the preset's ``tta.select_max_steps``
+        (values above the cap become the cap: the smoke preset's few steps)."""
+        cap = self.preset.tta.select_max_steps
+        if cap is None or "steps" not in self.row.select:
+            return self.row.select
+        return {**self.row.select, "steps": sorted({min(int(k), cap) for k in self.row.select["steps"]})}
 
     @property
     def val_split(self) -> str:
@@ -142,9 +147,11 @@ def plan_row(study: StudySpec, row: RowSpec, preset: Preset) -> RowPlan:
             candidates(entry, row.select)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
-    if entry.evaluation_only and not study.is_tta:
-        raise ConfigError(f"{where}: adaptation {entry.name!r} is evaluation-only (it reads the clean "
-                          f"image); use it in a study with scenarios (a TTA study), e.g. `bench run tta`")
+    if (entry.evaluation_only or entry.scope == "domain") and not study.is_tta:
+        why = "is evaluation-only (it reads the clean image)" if entry.evaluation_only else \
+            "is fitted on each scenario's validation instances"
+        raise ConfigError(f"{where}: adaptation {entry.name!r} {why}; use it in a study with scenarios "
+                          f"(a TTA study), e.g. `bench run tta`")
     params = {"row": row.name, "method": method.name, "metatest": entry.learns, "row_set": ";".join(row.set),
               "recipe": method.recipe.__dict__, **dict(item.split("=", 1) for item in row.set)}
     return RowPlan(row, method, preset, entry, study.is_tta, params, validation_entry(method, preset))

@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import mlflow
 import torch
 
+from bench.adaptation.domain import first_tiles
 from bench.adaptation.evaluate import Target, evaluate, row_metrics
 from bench.adaptation.registry import Adaptation
 from bench.adaptation.select import adaptations_needed, choose
@@ -38,11 +39,13 @@ class RowResult:
 
 def run_row(plan: RowPlan, data: DataBundle, seed: int, device: torch.device, cache: StageCache, exp_id: str,
             quiet: bool = False, on_validate: Callable | None = None, targets: Sequence[Target] | None = None,
-            select_pairs: Sequence | None = None) -> RowResult:
+            val_targets: Sequence[Target] | None = None) -> RowResult:
     """Train or reuse the plan's stages, then score the model with the plan's entry on ``targets``
     (default: the data's validation images for the plan's stage, and its test images). With a
-    ``select:`` grid the entry's values are first chosen on ``select_pairs`` (default: those
-    validation images); test instances play no part in that choice."""
+    ``select:`` grid the entry's values are first chosen on validation: ``val_targets`` (a TTA
+    study's scenarios, the first ``tta.select_tiles`` tiles of each photograph), else the data's
+    validation images; a domain-scope entry is fitted on ``val_targets`` of each scenario. Test
+    instances play no part in either."""
     torch.manual_seed(seed)
     model = plan.method.create().to(device)
     stages = plan.stages(data.key, seed)
@@ -53,13 +56,14 @@ def run_row(plan: RowPlan, data: DataBundle, seed: int, device: torch.device, ca
     label = f"{active.info.run_name}: " if active else ""
     entry, selection = plan.entry, []
     if plan.select:
-        pairs = select_pairs if select_pairs is not None else val
+        pairs = val if val_targets is None else \
+            [p for t in val_targets for p in first_tiles(t.pairs, plan.preset.tta.select_tiles)]
         with stage_progress(adaptations_needed(entry, plan.select, len(pairs)), f"{label}select {entry.name} on val",
                             quiet) as advance:
             entry, selection = choose(model, entry, plan.select, pairs, device, seed, progress=advance)
     targets = targets if targets is not None else [Target("val", "", val), Target("test", "", data.test)]
     with stage_progress(sum(len(t.pairs) for t in targets), f"{label}adapt ({entry.name})", quiet) as advance:
-        rows = evaluate(model, entry, targets, device, seed, progress=advance)
+        rows = evaluate(model, entry, targets, device, seed, progress=advance, fit_on=val_targets)
     images = [{**r, "metatest": entry.learns} for r in rows]
     last = stages[-1]
     return RowResult(row_metrics(images), images, plan.method.with_recipe(metatest=plan.metatest).param_counts(model),

@@ -104,7 +104,7 @@ def run_trial(runner: "StudyRunner", trial: optuna.Trial, plan: RowPlan, seed: i
             result = run_row(plan, data, seed, runner.device, StageCache(runner.home.cache),
                              exp_id, runner.quiet, on_validate=on_validate,
                              targets=runner.targets if plan.tta else None,
-                             select_pairs=runner.selection_pairs if plan.select and plan.tta else None)
+                             val_targets=runner.validation if plan.tta else None)
         except DivergenceError as e:
             trial.set_user_attr("error", str(e))
             trial.set_user_attr("diverged", True)  # deterministic: a rerun would diverge again
@@ -112,6 +112,9 @@ def run_trial(runner: "StudyRunner", trial: optuna.Trial, plan: RowPlan, seed: i
         keys = {"study": runner.study_name, "row": row.name, "method": plan.method.name, "seed": seed}
         if result.selection:  # the values chosen on validation, and every candidate's validation gain
             log_adaptation(run, result.adaptation)
+            chosen = next(r for r in result.selection if r.get("chosen"))
+            run.params({"adapt_choice": json.dumps({**{k: chosen[k] for k in plan.select},
+                                                    **({"edge": chosen["edge"]} if chosen.get("edge") else {})})})
             run.table([{**keys, **r} for r in result.selection], "selection.csv")
         log_row_result(run, result, keys)
     return result.objective
@@ -171,11 +174,11 @@ class StudyRunner:
         return self._targets
 
     @property
-    def selection_pairs(self) -> list:
-        """Where a TTA row's ``select:`` grid is scored: every scenario's validation instances,
-        whichever splits the table reports."""
+    def validation(self) -> list:
+        """Every scenario's validation instances, whichever splits the table reports: where a TTA
+        row's ``select:`` grid is scored and a domain-scope entry is fitted."""
         if self._selection is None:
-            self._selection = [p for t in self._scenario_targets(("val",)) for p in t.pairs]
+            self._selection = self._scenario_targets(("val",))
         return self._selection
 
     def study(self, sampler=None, pruner=None) -> optuna.Study:
