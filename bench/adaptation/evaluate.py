@@ -12,8 +12,9 @@ change over the first update (``lpri_pred``, ``lpri_actual``) and the per-step c
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, ContextManager, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +22,7 @@ from torch import nn
 
 from bench.adaptation.domain import DomainFit, fit_domain
 from bench.adaptation.registry import Adaptation
+from bench.adaptation.select import adaptations_needed, choose
 from bench.adaptation.registry import get as get_adaptation
 from bench.adaptation.run import adapt_image
 from bench.core.config import TTAConfig
@@ -120,6 +122,29 @@ def evaluate(model: nn.Module, entry: Adaptation, targets: Sequence[Target], dev
     return rows
 
 
+Progress = Callable[[int, str], ContextManager[Callable[[], None]]]
+"""``progress(total, what)``: a context that yields the tick a long loop calls once per image."""
+
+
+def _silent(total: int, what: str) -> ContextManager[Callable[[], None]]:
+    return contextlib.nullcontext(lambda **_: None)
+
+
+def score(model: nn.Module, entry: Adaptation, targets: Sequence[Target], device: torch.device, *, seed: int = 0,
+          grid: dict[str, Sequence] | None = None, select_pairs: Sequence[ImagePair] = (),
+          fit_on: Sequence[Target] | None = None, progress: Progress = _silent) -> tuple[Adaptation, list[dict], list[dict]]:
+    """A row's scoring: with a ``select:`` ``grid`` the entry's values are first chosen on
+    ``select_pairs`` (validation instances; ``bench.adaptation.select``), then the entry runs on
+    ``targets``; returns (the entry run, the per-instance rows, one record per grid candidate)."""
+    selection: list[dict] = []
+    if grid:
+        with progress(adaptations_needed(entry, grid, len(select_pairs)), f"select {entry.name} on val") as tick:
+            entry, selection = choose(model, entry, grid, select_pairs, device, seed, progress=tick)
+    with progress(sum(len(t.pairs) for t in targets), f"adapt ({entry.name})") as tick:
+        rows = evaluate(model, entry, targets, device, seed, progress=tick, fit_on=fit_on)
+    return entry, rows, selection
+
+
 def fit_pairs(fit_on: Sequence[Target] | None, target: Target) -> Sequence[ImagePair]:
     """The validation instances a domain-scope entry is fitted on for ``target``'s scenario."""
     for t in fit_on or ():
@@ -162,5 +187,5 @@ def noisy_rows(pairs: Sequence[ImagePair]) -> list[dict]:
     return rows
 
 
-__all__ = ["Target", "scenario_targets", "step_indices", "step_columns", "evaluate", "fit_pairs", "mean_psnr", "row_metrics",
+__all__ = ["Target", "Progress", "scenario_targets", "step_indices", "step_columns", "evaluate", "score", "fit_pairs", "mean_psnr", "row_metrics",
            "noisy_rows", "MAX_STEP_COLUMNS", "STEP_CURVES", "ROW_COLUMNS", "MEASURED"]

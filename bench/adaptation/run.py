@@ -154,8 +154,9 @@ def adapt_image(entry: Adaptation, model: nn.Module, noisy: Tensor, clean: Tenso
     learns = entry.learns
     if learns:
         _warm_up()
+    clock = _Clock(noisy.device)
     probe = MemoryProbe(noisy.device)
-    with probe, _Clock(noisy.device) as clock, torch.no_grad():
+    with probe, clock, torch.no_grad():
         if learns:
             result = _learned(entry, model, noisy, clean, clock, trajectory, diagnostics, seed)
         else:

@@ -10,9 +10,8 @@ import mlflow
 import torch
 
 from bench.adaptation.domain import first_tiles
-from bench.adaptation.evaluate import Target, evaluate, row_metrics
+from bench.adaptation.evaluate import Target, row_metrics, score
 from bench.adaptation.registry import Adaptation
-from bench.adaptation.select import adaptations_needed, choose
 from bench.core.progress import stage_progress
 from bench.data import DataBundle
 from bench.studies.plan import RowPlan
@@ -54,16 +53,12 @@ def run_row(plan: RowPlan, data: DataBundle, seed: int, device: torch.device, ca
     val = getattr(data, plan.val_split)
     active = mlflow.active_run()
     label = f"{active.info.run_name}: " if active else ""
-    entry, selection = plan.entry, []
-    if plan.select:
-        pairs = val if val_targets is None else \
-            [p for t in val_targets for p in first_tiles(t.pairs, plan.preset.tta.select_tiles)]
-        with stage_progress(adaptations_needed(entry, plan.select, len(pairs)), f"{label}select {entry.name} on val",
-                            quiet) as advance:
-            entry, selection = choose(model, entry, plan.select, pairs, device, seed, progress=advance)
+    select_pairs = val if val_targets is None else \
+        [p for t in val_targets for p in first_tiles(t.pairs, plan.preset.tta.select_tiles)]
     targets = targets if targets is not None else [Target("val", "", val), Target("test", "", data.test)]
-    with stage_progress(sum(len(t.pairs) for t in targets), f"{label}adapt ({entry.name})", quiet) as advance:
-        rows = evaluate(model, entry, targets, device, seed, progress=advance, fit_on=val_targets)
+    entry, rows, selection = score(model, plan.entry, targets, device, seed=seed, grid=plan.select,
+                                   select_pairs=select_pairs, fit_on=val_targets,
+                                   progress=lambda total, what: stage_progress(total, f"{label}{what}", quiet))
     images = [{**r, "metatest": entry.learns} for r in rows]
     last = stages[-1]
     return RowResult(row_metrics(images), images, plan.method.with_recipe(metatest=plan.metatest).param_counts(model),
