@@ -305,3 +305,16 @@ def test_checker_reads_the_doc_table():
     layers = read_layers()
     assert layers["bench.core"] == layers["methods"] == 1
     assert layers["bench.cli"] == COMMAND_LINE and layers[PERF] == COMMAND_LINE - 1
+
+
+LONG_MODULE = 400
+
+
+def test_long_modules_say_why():
+    """A module in bench/ over 400 lines says in its docstring why it is one module."""
+    silent = []
+    for path in sorted((ROOT / "bench").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        if text.count("\n") > LONG_MODULE and "Why one module" not in (ast.get_docstring(ast.parse(text)) or ""):
+            silent.append(f"{path.relative_to(ROOT)} ({text.count(chr(10))} lines)")
+    assert not silent, "over 400 lines without a 'Why one module' line in the docstring: " + ", ".join(silent)

@@ -11,13 +11,19 @@ moves          what the entry moves (``bench.adaptation.families``): a registere
                forward) | heads (the auxiliary-head networks' two heads; body and mask frozen) |
                official-heads (the official test loop's: the heads but the primary head's first conv) |
                all (every restorer weight) | offset (a per-pixel input offset through tanh, network
-               frozen) | fresh (a new zero-shot network per image) | classical (no learning: NLM or
-               BM3D, ``bench.adaptation.classical``, set by the entry's ``options``) — or a ``Moves`` object
+               frozen) | fresh (a new zero-shot network per image) | ensemble8 (nothing: the 8
+               flips/rotations averaged) | classical (no learning: NLM or BM3D,
+               ``bench.adaptation.classical``, set by the entry's ``options``) — or a ``Moves`` object
 loss           what it steps on: aux-mask (Alg. 3's L_MaskRec on the auxiliary head) | aux-rec (the
                unmasked L_rec, for methods meta-trained with it) | zs-n2n (Zero-Shot Noise2Noise) |
                oracle (L_pri = L1 against the clean image: evaluation only) | none — or a ``Loss`` object
 predict_after  last (after K updates) | before-last (after K−1 updates, as the official TTAID test loop)
 mask_threshold None = the soft mask (Alg. 3 as printed); 0.5 = mask > 0.5 (the official code)
+scope          image (adapt per test image) | domain (fit once per scenario on its validation pairs, apply
+               unchanged to test: ``bench.adaptation.domain``)
+
+Why one module of ~460 lines: the entry record, its validation and the built-in entries with their
+citations are one table read together; most of the length is entries as data.
 """
 from __future__ import annotations
 

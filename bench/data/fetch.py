@@ -15,6 +15,9 @@ hashes (``.fetched.json``, read by ``bench data check --verify``) is written ins
 is it renamed into place — one atomic rename on the same file system. Any failure, Ctrl-C included,
 removes the staging folder; a partial *download* is kept under ``<root>/.fetch/downloads/`` for the
 next attempt to resume, and no check ever reads it.
+
+Why one module of ~640 lines: download, resume, verify and the all-or-nothing install are one
+transaction per set around one lock file; split, that contract would span modules.
 """
 from __future__ import annotations
 

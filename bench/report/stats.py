@@ -11,6 +11,9 @@ and worked examples.
 Which pairs: two rows of a study that differ in exactly one attribute (meta-test on/off, MRL vs
 RL, MAXL vs random init, heads vs body+head in the inner loop, …; ``CONTRASTS``), plus the
 paper's method against every supervised baseline.
+
+Why one module of ~450 lines: the design test, TOST, Holm and the MDE share one record and one
+document (docs/statistics.md), and are checked together by one simulation.
 """
 from __future__ import annotations
 

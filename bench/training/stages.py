@@ -7,6 +7,9 @@ code that builds the network and trains it), so rows that share a stage — Tabl
 ``stages_for`` says which stages a method trains and with which key; ``train_stages`` trains the
 missing ones (each in its nested MLflow run), loads the rest and says which it did and why
 (docs/caching.md).
+
+Why one module of ~530 lines: a stage's key, its cache lookup and its training must agree on what
+makes a stage; one module keeps that contract in one place.
 """
 from __future__ import annotations
 
