@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
+from bench.data.base import instance_levels
 from bench.report.stats import (
     crossed_variance,
     design_mde,
@@ -16,7 +17,6 @@ from bench.report.stats import (
     hierarchical_bootstrap,
     hierarchical_test,
     holm,
-    instance_levels,
     levels_phrase,
     scope,
     tost_p,

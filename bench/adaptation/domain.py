@@ -28,7 +28,7 @@ from bench.adaptation.registry import Adaptation
 from bench.core.errors import ConfigError
 from bench.core.images import to_tensor
 from bench.core.losses import l1
-from bench.data.base import ImagePair
+from bench.data.base import ImagePair, instance_levels
 
 CHECK_EVERY = 10
 
@@ -50,9 +50,10 @@ class DomainFit:
                 "fit_tiles": self.fit_tiles, "heldout_tiles": self.heldout_tiles, "seconds": self.seconds}
 
 
-def tile_of(name: str) -> str:
-    """``photo/tNN`` of an instance named ``photo/tNN/dD`` (its noise draws share the tile)."""
-    return "/".join(name.split("/")[:2])
+def tile_of(name: str) -> tuple[str, str]:
+    """(photograph, tile) of an instance (``bench.data.base.instance_levels``): its noise draws share it."""
+    photo, tile, _ = instance_levels(name)
+    return photo, tile
 
 
 def split_tiles(pairs: Sequence[ImagePair]) -> tuple[list[ImagePair], list[ImagePair]]:
@@ -67,13 +68,13 @@ def first_tiles(pairs: Sequence[ImagePair], n: int | None) -> list[ImagePair]:
     ``None`` keeps all: how a preset caps what a ``select:`` grid scores (``tta.select_tiles``)."""
     if n is None:
         return list(pairs)
-    kept: dict[str, set[str]] = {}
+    kept: dict[str, set[tuple[str, str]]] = {}
     for p in pairs:
-        photo, tile = p.name.split("/")[0], tile_of(p.name)
-        tiles = kept.setdefault(photo, set())
+        tile = tile_of(p.name)
+        tiles = kept.setdefault(tile[0], set())
         if tile in tiles or len(tiles) < n:
             tiles.add(tile)
-    return [p for p in pairs if tile_of(p.name) in kept[p.name.split("/")[0]]]
+    return [p for p in pairs if tile_of(p.name) in kept[tile_of(p.name)[0]]]
 
 
 def _batch(pairs: Sequence[ImagePair], device: torch.device) -> tuple[Tensor, Tensor]:

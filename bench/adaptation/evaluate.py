@@ -22,8 +22,8 @@ from torch import nn
 
 from bench.adaptation.domain import DomainFit, fit_domain
 from bench.adaptation.registry import Adaptation
-from bench.adaptation.select import adaptations_needed, choose
 from bench.adaptation.registry import get as get_adaptation
+from bench.adaptation.select import adaptations_needed, choose
 from bench.adaptation.run import adapt_image
 from bench.core.config import TTAConfig
 from bench.core.errors import ConfigError

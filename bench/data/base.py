@@ -1,6 +1,7 @@
 """The one small interface every data source speaks: named clean/noisy image pairs in memory."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,3 +48,24 @@ def center_crop(img: np.ndarray, size: int) -> np.ndarray:
     th, tw = min(size, h), min(size, w)
     y, x = (h - th) // 2, (w - tw) // 2
     return np.ascontiguousarray(img[y : y + th, x : x + tw])
+
+
+_DRAW = re.compile(r"^d\d+$")
+
+
+def instance_levels(name: str) -> tuple[str, str, str]:
+    """(photograph, tile, draw) an instance name encodes.
+
+    ``photo/tNN/dD`` (a TTA scenario's tile NN, noise draw D), ``photo/noise#r`` (a plain study's
+    noise model, repeat r), ``scene/key`` (SIDD), ``key`` (one image, one instance). The tile is
+    what stays when the photograph and the draw are taken off; an empty part means "one".
+    """
+    parts = str(name).split("/")
+    photo, rest = parts[0], parts[1:]
+    draw = ""
+    if len(rest) >= 2 and _DRAW.match(rest[-1]):
+        draw, rest = rest[-1], rest[:-1]
+    tile = "/".join(rest)
+    if "#" in tile:
+        tile, draw = tile.rsplit("#", 1)
+    return photo, tile, draw

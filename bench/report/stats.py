@@ -18,7 +18,6 @@ document (docs/statistics.md), and are checked together by one simulation.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from bench.data.base import instance_levels
 from bench.report.runs import RowInfo
 
 # field, value of A, value of B, label of "A − B" (A is the side the paper argues for)
@@ -162,27 +162,6 @@ def min_p(n: int) -> float:
 
 MARGINS = {"psnr": 0.02, "psnr_float": 0.02, "ssim": 0.0005, "ssim_gauss": 0.0005}
 """Default equivalence margins (± this much counts as "no effect"): 0.02 dB, 0.0005 SSIM."""
-
-_DRAW = re.compile(r"^d\d+$")
-
-
-def instance_levels(name: str) -> tuple[str, str, str]:
-    """(photograph, tile, draw) an instance name encodes.
-
-    ``photo/tNN/dD`` (a TTA scenario's tile NN, noise draw D), ``photo/noise#r`` (a plain study's
-    noise model, repeat r), ``scene/key`` (SIDD), ``key`` (one image, one instance). The tile is
-    what stays when the photograph and the draw are taken off; an empty part means "one".
-    """
-    parts = str(name).split("/")
-    photo, rest = parts[0], parts[1:]
-    draw = ""
-    if len(rest) >= 2 and _DRAW.match(rest[-1]):
-        draw, rest = rest[-1], rest[:-1]
-    tile = "/".join(rest)
-    if "#" in tile:
-        tile, draw = tile.rsplit("#", 1)
-    return photo, tile, draw
-
 
 @dataclass(frozen=True)
 class Levels:

@@ -138,7 +138,7 @@ class StudyRunner:
         self.storage = open_storage(storage, self.home)
         self._data: dict = {}  # DataConfig -> DataBundle
         self._targets: list | None = None
-        self._selection: list | None = None
+        self._validation: list | None = None
 
     def __getstate__(self) -> dict:  # for worker processes: reopen the storage there
         return {**self.__dict__, "storage": None}
@@ -177,9 +177,9 @@ class StudyRunner:
     def validation(self) -> list:
         """Every scenario's validation instances, whichever splits the table reports: where a TTA
         row's ``select:`` grid is scored and a domain-scope entry is fitted."""
-        if self._selection is None:
-            self._selection = self._scenario_targets(("val",))
-        return self._selection
+        if self._validation is None:
+            self._validation = self._scenario_targets(("val",))
+        return self._validation
 
     def study(self, sampler=None, pruner=None) -> optuna.Study:
         return optuna.create_study(study_name=self.study_name, storage=self.storage, direction="maximize",
