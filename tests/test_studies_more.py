@@ -254,7 +254,9 @@ def test_rows_reusing_stages_are_queued_after_the_rows_that_train(tmp_path):
 
     spec = StudySpec.model_validate({"title": "t", "rows": [
         {"name": "A", "method": "ours", "metatest": False}, {"name": "A'", "method": "ours", "metatest": True},
-        {"name": "R", "method": "ridnet"}, {"name": "A2", "method": "ours", "set": ["finetune.epochs=1"]}]})
+        {"name": "R", "method": "ridnet"}, {"name": "A2", "method": "ours", "set": ["finetune.epochs=1"]},
+        {"name": "A''", "method": "ours", "metatest": False}]})
     runner = StudyRunner("order", spec, "smoke", load_preset("smoke"), [0, 1], tmp_path)
+    # the rows that reuse stages seed by seed: seed 0's rows need only seed 0's stages
     assert [(w["row"], w["seed"]) for w in runner.wanted()] == [
-        ("A", 0), ("A", 1), ("R", 0), ("R", 1), ("A2", 0), ("A2", 1), ("A'", 0), ("A'", 1)]
+        ("A", 0), ("A", 1), ("R", 0), ("R", 1), ("A2", 0), ("A2", 1), ("A'", 0), ("A''", 0), ("A'", 1), ("A''", 1)]

@@ -189,13 +189,16 @@ class StudyRunner:
         """Every row × seed, in the order they are queued: rows that reuse the stages an earlier row
         trains (same method, recipe and ``set:``, e.g. "Ours with meta-test") go after every row
         that trains its own, so that parallel workers start training instead of waiting on a
-        stage lock; the table's order is the study file's either way."""
+        stage lock. The rows that reuse stages are queued seed by seed: a seed's stages are ready in
+        the order the seeds train, so a worker done with one seed's rows moves on to the next seed
+        instead of waiting for a seed still training. The table's order is the study file's either way."""
         seen: set = set()
         first, later = [], []
         for r in self.spec.rows:
             (later if r.training in seen else first).append(r)
             seen.add(r.training)
-        return [{"row": r.name, "seed": s} for r in first + later for s in self.seeds]
+        return ([{"row": r.name, "seed": s} for r in first for s in self.seeds]
+                + [{"row": r.name, "seed": s} for s in self.seeds for r in later])
 
     def run(self, workers: int = 1) -> list[optuna.trial.FrozenTrial]:
         """Run the missing row × seed trials, in ``workers`` processes, and wait for those that
