@@ -153,6 +153,8 @@ CHEAP = [
     (["run", "table2", "--storage", "oracle://u@db/x"], ["unknown scheme 'oracle'", "sqlite, postgresql"]),
     (["run", "table2", "--storage", "optuna.db"], ["expected a database URL"]),
     (["run", "nosuchstudy"], ["unknown study 'nosuchstudy'", "table2"]),
+    (["run", "tta", "--rows", "alg3,nope"], ["the study has no row 'nope'", "alg3-tuned"]),
+    (["run", "tta", "--rows", ","], ["--rows ','", "comma-separated row names"]),
     (["ablate", "--no-mask", "--preset", "fast"], ["unknown preset 'fast'"]),
     (["ablate", "--no-mask", "--seeds", "0,0"], ["seed 0 is given twice"]),
     (["ablate"], ["give at least one of"]),

@@ -260,3 +260,18 @@ def test_rows_reusing_stages_are_queued_after_the_rows_that_train(tmp_path):
     # the rows that reuse stages seed by seed: seed 0's rows need only seed 0's stages
     assert [(w["row"], w["seed"]) for w in runner.wanted()] == [
         ("A", 0), ("A", 1), ("R", 0), ("R", 1), ("A2", 0), ("A2", 1), ("A'", 0), ("A''", 0), ("A'", 1), ("A''", 1)]
+
+
+def test_rows_picks_rows_and_the_references_their_gains_need(tmp_path):
+    from bench.studies.runner import StudyRunner
+    from bench.studies.spec import read_study
+    from bench.core.config import STUDIES_DIR
+
+    spec = read_study(STUDIES_DIR / "tta.yaml")
+    rows = spec.chosen_rows(["bm3d", "alg3"])
+    assert rows == ["none", "alg3", "bm3d"]  # the study's order, with the none row every gain is paired with
+    runner = StudyRunner("tta", spec, "smoke", load_preset("smoke"), [0, 1], tmp_path, rows=rows)
+    assert [(w["row"], w["seed"]) for w in runner.wanted()] == [
+        ("none", 0), ("none", 1), ("alg3", 0), ("bm3d", 0), ("alg3", 1), ("bm3d", 1)]
+    table2 = read_study(STUDIES_DIR / "table2.yaml")  # a plain study has no none reference to add
+    assert table2.chosen_rows([table2.rows[-1].name]) == [table2.rows[-1].name]

@@ -1,6 +1,6 @@
 """Options shared by several commands, defined once, and the decorators that add them to a command.
 
-``study_options`` gives a command the ten options of running a study (``bench run``, ``bench
+``study_options`` gives a command the eleven options of running a study (``bench run``, ``bench
 ablate``) and hands them to its body as one ``StudyOptions``; ``ablation_flags`` gives it one flag
 per entry of ``bench.studies.ablate.ABLATIONS``. Typer reads a command's options from its signature, so
 the decorators extend that signature.
@@ -66,6 +66,16 @@ class StudyOptions:
     home: Optional[Path] = None
     workers: int = 1
     quiet: bool = False
+    rows: Optional[str] = None
+
+    def row_list(self) -> list[str] | None:
+        """``--rows``' names (None: every row); checked against the study by ``StudySpec.chosen_rows``."""
+        if self.rows is None:
+            return None
+        names = [n.strip() for n in self.rows.split(",") if n.strip()]
+        if not names:
+            raise BenchError(f"--rows {self.rows!r}: expected comma-separated row names, e.g. none,alg3")
+        return names
 
     def overrides(self) -> list[str]:
         """``--set`` values, and ``--data-root`` as the ``data.root`` override it is."""
@@ -119,6 +129,9 @@ STUDY_OPTIONS = [
     _option("home", Optional[Path], HOME),
     _option("workers", int, typer.Option(1, "--workers", help="Trials run at once, each in its own process.")),
     _option("quiet", bool, QUIET),
+    _option("rows", Optional[str], typer.Option(None, "--rows", help="Comma-separated rows to run (default: every "
+                                                "row); a TTA study adds their `none` reference. The table shows "
+                                                "every finished row.")),
 ]
 
 ABLATION_FLAGS = [_option(a.flag.replace("-", "_"), bool,

@@ -36,6 +36,7 @@ def run(
     path = find_study(study, opts.home_dir())  # light: an unknown or malformed study answers before torch loads
     spec = read_study(path)
     cfg, seeds = opts.check()  # light too: preset, --set, --seeds, --storage, --workers
+    chosen_rows(opts, spec)  # and --rows
     from bench.studies.plan import check_study
 
     check_study(spec, str(path))
@@ -98,8 +99,16 @@ def data_root_of(cfg):
     return data_root(cfg.data.root)
 
 
+def chosen_rows(opts: StudyOptions, spec) -> list[str] | None:
+    """The rows ``--rows`` picks with the references they need (None: all), or a one-line error; light."""
+    names = opts.row_list()
+    return spec.chosen_rows(names) if names else None
+
+
 def run_study(opts: StudyOptions, name: str, spec, cfg, seeds: list[int], baseline: str | None = None) -> None:
-    """Run the study's pending rows (``cfg``, ``seeds``: ``opts.check()``), print its table from the runs' rows."""
+    """Run the study's pending rows (``cfg``, ``seeds``: ``opts.check()``; ``--rows`` picks some),
+    print its table from the runs' rows."""
+    rows = chosen_rows(opts, spec)
     from mlflow.tracking import MlflowClient
 
     from bench.report.console import print_table
@@ -108,7 +117,8 @@ def run_study(opts: StudyOptions, name: str, spec, cfg, seeds: list[int], baseli
     from bench.studies.runner import StudyRunner
 
     start = time.perf_counter()
-    runner = StudyRunner(name, spec, opts.preset, cfg, seeds, opts.home_dir(), opts.storage, opts.device, opts.quiet)
+    runner = StudyRunner(name, spec, opts.preset, cfg, seeds, opts.home_dir(), opts.storage, opts.device, opts.quiet,
+                         rows=rows)
     trials = runner.run(opts.workers)
     results = open_study(MlflowClient(), runner.study_name, [t.user_attrs["mlflow_run_id"] for t in trials],
                          {"study": spec.model_dump(), "preset": cfg.model_dump(mode="json")})

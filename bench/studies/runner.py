@@ -124,12 +124,14 @@ class StudyRunner:
     """Runs the rows × seeds of one study under one preset; the results are the MLflow runs' rows."""
 
     def __init__(self, name: str, spec: StudySpec, preset_name: str, preset: Preset, seeds: list[int],
-                 home: HomeLike, storage: str | None = None, device: str = "auto", quiet: bool = False) -> None:
+                 home: HomeLike, storage: str | None = None, device: str = "auto", quiet: bool = False,
+                 rows: list[str] | None = None) -> None:
         # every row resolved before anything is created; one-line errors
         plans = check_study(spec, f"study {name!r} under preset {preset_name!r}", preset)
         self.plans: dict[str, RowPlan] = {p.name: p for p in plans}
         self.name, self.spec, self.preset, self.seeds = name, spec, preset, seeds
         self.home, self.quiet = Home.of(home), quiet
+        self.rows = rows  # the rows this command runs (``StudySpec.chosen_rows``); None: all
         self.device = parse_device(device)
         self.study_name = StudyName.of(name, preset_name, preset.digest(tta=spec.reads_tta)).format()
         self.storage_url = storage
@@ -186,15 +188,17 @@ class StudyRunner:
                                    load_if_exists=True, sampler=sampler, pruner=pruner)
 
     def wanted(self) -> list[dict]:
-        """Every row × seed, in the order they are queued: rows that reuse the stages an earlier row
-        trains (same method, recipe and ``set:``, e.g. "Ours with meta-test") go after every row
-        that trains its own, so that parallel workers start training instead of waiting on a
-        stage lock. The rows that reuse stages are queued seed by seed: a seed's stages are ready in
+        """Every row × seed (of ``self.rows`` if given), in the order they are queued: rows that
+        reuse the stages an earlier row trains (same method, recipe and ``set:``, e.g. "Ours with
+        meta-test") go after every row that trains its own, so that parallel workers start training
+        instead of waiting on a stage lock. The rows that reuse stages are queued seed by seed: a seed's stages are ready in
         the order the seeds train, so a worker done with one seed's rows moves on to the next seed
         instead of waiting for a seed still training. The table's order is the study file's either way."""
         seen: set = set()
         first, later = [], []
         for r in self.spec.rows:
+            if self.rows is not None and r.name not in self.rows:
+                continue
             (later if r.training in seen else first).append(r)
             seen.add(r.training)
         return ([{"row": r.name, "seed": s} for r in first for s in self.seeds]
@@ -243,9 +247,10 @@ class StudyRunner:
         return not self.changed_stages(t)
 
     def stale_trials(self) -> list[str]:
-        """The rows of this command's seeds none of whose complete trials the current code would
-        produce (code changed since they ran): they run again, and the table shows the new run."""
-        stale = [ts[-1] for ts in self.complete_by_row().values() if not any(map(self.current, ts))]
+        """The rows of this command (its seeds, its ``rows``) none of whose complete trials the current
+        code would produce (code changed since they ran): they run again, and the table shows the new run."""
+        stale = [ts[-1] for (row, _), ts in self.complete_by_row().items()
+                 if (self.rows is None or row in self.rows) and not any(map(self.current, ts))]
         return [f"row {t.params.get('row')!r} seed {t.params.get('seed')} ran with stages the current code keys "
                 f"differently ({'; '.join(self.changed_stages(t))}): it runs again" for t in stale]
 

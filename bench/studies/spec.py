@@ -60,6 +60,19 @@ class StudySpec(BaseModel):
     def is_tta(self) -> bool:
         return bool(self.scenarios)
 
+    def chosen_rows(self, names: list[str], what: str = "--rows") -> list[str]:
+        """The rows ``names`` asks for, in the study's order, with the reference rows their gains
+        need (a TTA study's ``none`` row of each chosen row's method); a name the study does not
+        have is a one-line error listing those it has."""
+        have = [r.name for r in self.rows]
+        for name in names:
+            if name not in have:
+                raise ConfigError(f"{what} {','.join(names)}: the study has no row {name!r}; "
+                                  f"its rows: {', '.join(have)}")
+        methods = {r.method for r in self.rows if r.name in names}
+        references = {r.name for r in self.rows if self.is_tta and r.method in methods and (r.adapt or "none") == "none"}
+        return [n for n in have if n in names or n in references]
+
     @property
     def reads_tta(self) -> bool:
         """Whether the preset's ``tta`` section (sizes, budgets) decides any of this study's numbers."""
