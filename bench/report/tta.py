@@ -28,6 +28,7 @@ from bench.report.stats import (
     verdict,
     with_holm,
 )
+from bench.studies.spec import reference_rows
 
 GAIN_METRICS = (("psnr_float", "Δ PSNR (float, dB)", 3), ("ssim", "Δ SSIM", 4))
 NONE, ORACLE = "none", "oracle"
@@ -109,13 +110,8 @@ def bounded_by(adapt: str, other: str) -> bool:
 
 
 def references(spec: dict, present: set[str] | None = None) -> dict[str, str]:
-    """Method → its reference row: the first ``none`` row of that method (a later ``none`` row of the
-    same method, e.g. one trained with other ``set:`` values, is a row of the table compared to it)."""
-    out: dict[str, str] = {}
-    for row, (method, adapt) in row_adapts(spec).items():
-        if adapt == NONE and (present is None or row in present):
-            out.setdefault(method, row)
-    return out
+    """Method → its reference row of a logged study spec (``bench.studies.spec.reference_rows``)."""
+    return reference_rows(((row, method, adapt) for row, (method, adapt) in row_adapts(spec).items()), present)
 
 
 def tta_records(tidy: pd.DataFrame, spec: dict, split: str = "test",

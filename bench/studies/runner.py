@@ -191,9 +191,10 @@ class StudyRunner:
         """Every row × seed (of ``self.rows`` if given), in the order they are queued: rows that
         reuse the stages an earlier row trains (same method, recipe and ``set:``, e.g. "Ours with
         meta-test") go after every row that trains its own, so that parallel workers start training
-        instead of waiting on a stage lock. The rows that reuse stages are queued seed by seed: a seed's stages are ready in
-        the order the seeds train, so a worker done with one seed's rows moves on to the next seed
-        instead of waiting for a seed still training. The table's order is the study file's either way."""
+        instead of waiting on a stage lock. The rows that reuse stages are queued seed by seed: a
+        seed's stages are ready in the order the seeds train, so a worker done with one seed's rows
+        moves on to the next seed instead of waiting for a seed still training. The table's order is
+        the study file's either way."""
         seen: set = set()
         first, later = [], []
         for r in self.spec.rows:

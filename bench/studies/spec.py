@@ -7,6 +7,7 @@ exist or does not validate is reported before any heavy library loads.
 from __future__ import annotations
 
 import json
+from collections.abc import Container, Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -60,23 +61,36 @@ class StudySpec(BaseModel):
     def is_tta(self) -> bool:
         return bool(self.scenarios)
 
-    def chosen_rows(self, names: list[str], what: str = "--rows") -> list[str]:
-        """The rows ``names`` asks for, in the study's order, with the reference rows their gains
-        need (a TTA study's ``none`` row of each chosen row's method); a name the study does not
-        have is a one-line error listing those it has."""
+    def chosen_rows(self, names: list[str]) -> list[str]:
+        """The rows ``names`` (``--rows``) asks for, in the study's order, with the reference rows
+        their gains need in a TTA study (``reference_rows`` of each chosen row's method); a name the
+        study does not have is a one-line error listing those it has."""
         have = [r.name for r in self.rows]
         for name in names:
             if name not in have:
-                raise ConfigError(f"{what} {','.join(names)}: the study has no row {name!r}; "
+                raise ConfigError(f"--rows {','.join(names)}: the study has no row {name!r}; "
                                   f"its rows: {', '.join(have)}")
         methods = {r.method for r in self.rows if r.name in names}
-        references = {r.name for r in self.rows if self.is_tta and r.method in methods and (r.adapt or "none") == "none"}
-        return [n for n in have if n in names or n in references]
+        refs = reference_rows((r.name, r.method, r.adapt) for r in self.rows) if self.is_tta else {}
+        return [n for n in have if n in names or n in {refs[m] for m in methods if m in refs}]
 
     @property
     def reads_tta(self) -> bool:
         """Whether the preset's ``tta`` section (sizes, budgets) decides any of this study's numbers."""
         return self.is_tta or any(r.adapt is not None for r in self.rows)
+
+
+def reference_rows(rows: Iterable[tuple[str, str, str | None]],
+                   present: Container[str] | None = None) -> dict[str, str]:
+    """Method → its reference row in a TTA study, from (name, method, adapt) rows: the first row of
+    that method without adaptation (``adapt`` unset or ``none``) among ``present`` (default: all).
+    A later such row of the same method, e.g. one trained with other ``set:`` values, is a row of the
+    table compared to it."""
+    out: dict[str, str] = {}
+    for name, method, adapt in rows:
+        if (adapt or "none") == "none" and (present is None or name in present):
+            out.setdefault(method, name)
+    return out
 
 
 REFERENCE_ROW = "Noisy input"
