@@ -74,7 +74,7 @@ def first_tiles(pairs: Sequence[ImagePair], n: int | None) -> list[ImagePair]:
         tiles = kept.setdefault(tile[0], set())
         if tile in tiles or len(tiles) < n:
             tiles.add(tile)
-    return [p for p in pairs if tile_of(p.name) in kept[tile_of(p.name)[0]]]
+    return [p for p in pairs if (tile := tile_of(p.name)) in kept[tile[0]]]
 
 
 def _batch(pairs: Sequence[ImagePair], device: torch.device) -> tuple[Tensor, Tensor]:
