@@ -306,6 +306,39 @@ def test_the_shipped_real_scenarios_read_what_fetch_installs(tmp_path, monkeypat
     assert instances(get_scenario("sidd-real"), "val", SEED)[0].name.startswith("000")  # Data/ is the folder
 
 
+def test_a_studys_data_root_reaches_its_scenarios_folders(tmp_path, monkeypatch):
+    """--data-root (a preset's data.root) decides where `{data_root}` points, over the environment:
+    in the study check, in the study's targets and in `bench data scenarios`."""
+    from typer.testing import CliRunner
+
+    from bench.adaptation.evaluate import scenario_targets
+    from bench.cli import app
+    from bench.core.config import load_preset
+    from bench.studies.plan import check_study
+    from bench.studies.spec import StudySpec
+
+    monkeypatch.setenv("TTAID_DATA_ROOT", str(tmp_path / "elsewhere"))
+    root = tmp_path / "mine"
+    make_pairs(root / "shots", "subfolders", n=3)
+    path = scenarios_file(tmp_path, "real: {description: d, kind: pairs, folder: '{data_root}/shots', tile: 32}\n")
+    with pytest.raises(DataError, match="elsewhere"):  # the environment's root, which lacks them
+        get_scenario("real", path)
+    sc = get_scenario("real", path, root)
+    assert sc.folder == f"{root}/shots" and instance_count(sc, "test") > 0
+    assert sc.rooted(tmp_path / "other") == sc  # nothing left to resolve
+    preset = load_preset("smoke", [f"data.root={root}"])
+    spec = StudySpec.model_validate({"title": "t", "scenarios": ["real"], "scenario_file": str(path),
+                                     "rows": [{"name": "none", "method": "ours", "adapt": "none"}]})
+    check_study(spec, "study t", preset)
+    with pytest.raises(DataError, match="elsewhere"):
+        check_study(spec, "study t", load_preset("smoke"))
+    targets = scenario_targets(["real"], preset.tta, preset.data.eval_seed, str(path), preset.data.root)
+    assert {len(t.pairs) for t in targets} and all(t.pairs for t in targets)
+    out = CliRunner().invoke(app, ["data", "scenarios", "--scenarios", str(path), "--data-root", str(root), "--json"])
+    assert out.exit_code == 0, out.output
+    assert '"error"' not in out.output.split('"name": "real"')[1].split('"name"')[0]
+
+
 PLUGIN_SCENARIO = {"description": "a plugin's shift", "noise": ["nam-like"], "tiles": 2, "draws": 1}
 NOT_A_SCENARIO = 42
 

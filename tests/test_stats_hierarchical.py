@@ -137,3 +137,15 @@ def test_a_row_that_never_moves_the_output_is_equivalent_not_resolved():
     rec = {**res, "resolved": False, "equivalent": True}
     assert verdict(rec, "none") == "equivalent to none (±0.02)"
     assert verdict({**rec, "resolved": True, "resolved_holm": False, "equivalent": False}) == "resolved (not after Holm)"
+
+
+def test_scope_names_the_rows_that_hold_a_level_fixed():
+    """A row a run has reached on one seed does not make the whole table conditional on one seed."""
+    two = {"row": "alg3", "seeds": 2, "photos": 2}
+    one = {"row": "bm3d", "seeds": 1, "photos": 2}
+    assert scope([two, two]) == "over training seeds and photographs (both random)"
+    assert scope([two, one]) == ("over training seeds and photographs (both random); "
+                                 "conditional on the one training seed for bm3d")
+    assert scope([one, one]) == "conditional on the one training seed"
+    assert scope([{**one, "photos": 1}, {**two, "seeds": 1}]) == (
+        "conditional on the one training seed; also on the one photograph (its tiles are the units) for bm3d")

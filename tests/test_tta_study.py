@@ -377,3 +377,16 @@ def test_tta_budgets_and_the_official_variant_are_set_from_the_command_line(tiny
     alg3 = adapt_image(R.from_metatest(mt.model_copy(update={"variant": "alg3"})), model, noisy).prediction
     model.train()
     assert not torch.equal(got, alg3)
+
+
+def test_reference_level_is_taken_over_the_seeds_its_gains_pair_with():
+    """A `none` row scored on a seed no adapted row has reached is left out of the caption's level."""
+    from bench.report.tta import reference_levels
+
+    recs = [{"row": row, "seed": s, "split": "test", "scenario": "c", "image": f"i{i}", "metric": "psnr_float",
+             "value": 30.0 + s + (0.1 if row == "alg3" else 0.0)}
+            for row, seeds in (("none", (0, 1, 2)), ("alg3", (0, 1))) for s in seeds for i in range(3)]
+    spec = {"scenarios": ["c"], "rows": [{"name": "none", "method": "ours", "adapt": "none"},
+                                         {"name": "alg3", "method": "ours", "adapt": "alg3"}]}
+    (level,) = reference_levels(pd.DataFrame(recs), spec)
+    assert level["seeds"] == [0, 1] and level["psnr_float"] == pytest.approx(30.5)

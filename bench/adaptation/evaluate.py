@@ -51,11 +51,13 @@ class Target:
     pairs: Sequence[ImagePair]
 
 
-def scenario_targets(names: Sequence[str], cfg: TTAConfig, eval_seed: int, path: str | None = None) -> list[Target]:
-    """Every scenario × evaluated split (``cfg.splits``), its instances sized by the preset."""
+def scenario_targets(names: Sequence[str], cfg: TTAConfig, eval_seed: int, path: str | None = None,
+                     root: str | None = None) -> list[Target]:
+    """Every scenario × evaluated split (``cfg.splits``), its instances sized by the preset;
+    ``root``: the data root that ``{data_root}`` in a scenario's folder names (the preset's ``data.root``)."""
     out = []
     for name in names:
-        scenario = sized(get_scenario(name, path), cfg)
+        scenario = sized(get_scenario(name, path, root), cfg)
         for split in cfg.splits:
             out.append(Target(split, name, instances(scenario, split, eval_seed)))
     return out

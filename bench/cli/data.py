@@ -180,7 +180,7 @@ def preview(name: str = typer.Argument(..., help="An embedded split (pretrain, t
                 pairs = [type(p)(f"{p.name}/{noise}", p.clean, noise_model(noise)(center_crop(p.clean, 10**6), rng))
                          for p in embedded.clean_images(name)]
         elif name in scenarios:
-            sc = scenarios[name]
+            sc = scenarios[name].rooted(data_root or cfg.root)
             if sc.kind == "pairs":  # cut as the preset's TTA study cuts it: real photographs can be large
                 from bench.data.scenarios import sized
 
@@ -243,6 +243,7 @@ def scenarios_cmd(strength: bool = typer.Option(False, "--strength", help="Also 
                   preset: str = preset_option("quick", "Preset whose eval_seed fixes the noise and whose tta "
                                                        "section sizes the instances (as bench run tta)"),
                   scenarios_file: Optional[Path] = ScenariosOpt,
+                  data_root: Optional[Path] = DataRootOpt,
                   as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")) -> None:
     """List the scenarios of the TTA study: cameras, paired instances per split and, with --strength,
     how far each one's noise lies from the training cameras' and how correlated it is between
@@ -263,7 +264,7 @@ def scenarios_cmd(strength: bool = typer.Option(False, "--strength", help="Also 
     scenarios = load_scenarios(scenarios_file, with_plugins=True)
     eval_seed = cfg.data.eval_seed
     records, training = [], {}
-    for sc in (sized(s, cfg.tta) for s in scenarios.values()):
+    for sc in (sized(s.rooted(data_root or cfg.data.root), cfg.tta) for s in scenarios.values()):
         rec = {"name": sc.name, "description": sc.description, "kind": sc.kind,
                "cameras": [s.label() for s in sc.noise] or [sc.source_label()],
                "tile": sc.tile, "tiles": sc.tiles, "draws": sc.draws}

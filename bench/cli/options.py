@@ -124,8 +124,9 @@ STUDY_OPTIONS = [
     _option("seeds", str, typer.Option("0", "--seeds", help="Comma-separated seeds; each row runs once per seed.")),
     _option("device", str, DEVICE),
     _option("storage", Optional[str], STORAGE),
-    _option("data_root", Optional[Path], typer.Option(None, "--data-root", help="Root of the real data sets (paper "
-                                                      "preset; default $TTAID_DATA_ROOT or ./datasets).")),
+    _option("data_root", Optional[Path], typer.Option(None, "--data-root", help="Root of the real data sets: the paper "
+                                                      "preset's and {data_root} in scenario folders (default "
+                                                      "$TTAID_DATA_ROOT or ./datasets).")),
     _option("home", Optional[Path], HOME),
     _option("workers", int, typer.Option(1, "--workers", help="Trials run at once, each in its own process.")),
     _option("quiet", bool, QUIET),

@@ -47,14 +47,22 @@ class PairFiles:
     noisy: Path
 
 
-def resolve(path: str, base: Path | None = None) -> Path:
-    """A scenario's folder: ``{data_root}`` replaced by the data root, ``~`` expanded, a relative path
-    taken from ``base`` (the folder of the YAML file that names it)."""
-    if DATA_ROOT_TOKEN in path:
-        from bench.data.real import data_root
+def fill_root(path: str, root: str | os.PathLike[str] | None = None) -> str:
+    """``path`` with ``{data_root}`` replaced by the data root (``bench.data.real.data_root(root)``:
+    ``root`` — a command's ``--data-root``, a preset's ``data.root`` — else $TTAID_DATA_ROOT, else
+    ./datasets)."""
+    if DATA_ROOT_TOKEN not in path:
+        return path
+    from bench.data.real import data_root
 
-        path = path.replace(DATA_ROOT_TOKEN, str(data_root()))
-    p = Path(os.path.expanduser(path))
+    return path.replace(DATA_ROOT_TOKEN, str(data_root(root)))
+
+
+def resolve(path: str, base: Path | None = None) -> Path:
+    """A scenario's folder: ``{data_root}`` replaced by the data root (when the scenario was not
+    ``Scenario.rooted`` already), ``~`` expanded, a relative path taken from ``base`` (the folder of
+    the YAML file that names it)."""
+    p = Path(os.path.expanduser(fill_root(path)))
     return p if p.is_absolute() or base is None else base / p
 
 

@@ -22,6 +22,7 @@ instances and measuring a shift's strength all read the same scenario record.
 from __future__ import annotations
 
 import dataclasses
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,6 +264,18 @@ class Scenario(_Frozen):
         return {"scenario": self.model_dump(mode="json", exclude={"description"}),
                 "profiles": [repr(s.profile()) for s in self.noise], "instances": INSTANCE_VERSION}
 
+    def rooted(self, root: str | os.PathLike[str] | None) -> Scenario:
+        """A copy whose folders name the data root ``root`` resolves to where they say
+        ``{data_root}`` (``pairs.fill_root``): a study's preset (``--data-root``) decides where its
+        scenarios' real pairs are, not only the environment."""
+        changes: dict[str, Any] = {}
+        if self.folder is not None and pairs.DATA_ROOT_TOKEN in self.folder:
+            changes["folder"] = pairs.fill_root(self.folder, root)
+        if self.photos.folder is not None and pairs.DATA_ROOT_TOKEN in self.photos.folder:
+            changes["photos"] = {**self.photos.model_dump(exclude_unset=True),
+                                 "folder": pairs.fill_root(self.photos.folder, root)}
+        return self.replace(**changes) if changes else self
+
     def replace(self, **changes: Any) -> Scenario:
         """A copy with some fields changed, validated again (e.g. fewer tiles and draws for a smoke run)."""
         return scenario_from_dict(self.name, {**self.model_dump(exclude_unset=True), **changes}, where="replace")
@@ -414,10 +427,11 @@ def scenario_names(path: Path | str | None = None) -> list[str]:
     return known + [n for n in plugins.names(PLUGIN_GROUP) if n not in known]
 
 
-def get_scenario(name: str, path: Path | str | None = None) -> Scenario:
-    """The scenario called ``name`` (the files', else an installed plugin's), its folder (if any)
-    checked by names and headers; a ConfigError lists the known names otherwise, a DataError names
-    the file and the rule it broke."""
+def get_scenario(name: str, path: Path | str | None = None, root: str | os.PathLike[str] | None = None) -> Scenario:
+    """The scenario called ``name`` (the files', else an installed plugin's), ``{data_root}`` in its
+    folders resolved with ``root`` (``Scenario.rooted``), its folder (if any) checked by names and
+    headers; a ConfigError lists the known names otherwise, a DataError names the file and the rule
+    it broke."""
     known = load_scenarios(path)
     if name in known:
         scenario = known[name]
@@ -425,6 +439,7 @@ def get_scenario(name: str, path: Path | str | None = None) -> Scenario:
         scenario = plugin_scenario(name)
     else:
         raise ConfigError(f"unknown scenario {name!r}; known: {', '.join([*known, *plugins.names(PLUGIN_GROUP)])}")
+    scenario = scenario.rooted(root)
     try:
         scenario.check_source()
     except DataError as e:

@@ -322,14 +322,19 @@ def scope(levels: Iterable[dict[str, Any]]) -> str:
     """What the inference is conditional on, from records carrying ``seeds`` and ``photos``: a level
     with one unit is held fixed (its variation cannot be estimated)."""
     levels = list(levels)
-    fixed = []
-    if levels and min(r["seeds"] for r in levels) == 1:
-        fixed.append("the one training seed")
-    if levels and min(r["photos"] for r in levels) == 1:
-        fixed.append("the one photograph (its tiles are the units)")
+    fixed, partly = [], []
+    for key, what in (("seeds", "the one training seed"), ("photos", "the one photograph (its tiles are the units)")):
+        ones = [r for r in levels if r[key] == 1]
+        if ones and len(ones) == len(levels):
+            fixed.append(what)
+        elif ones:  # only some rows (e.g. one a run has reached on one seed so far): say which
+            rows = ", ".join(sorted({str(r.get("row", "?")) for r in ones}))
+            partly.append(f"{what} for {rows}")
     if not fixed:
-        return "over training seeds and photographs (both random)"
-    return "conditional on " + " and ".join(fixed)
+        out = "over training seeds and photographs (both random)"
+        return f"{out}; conditional on {' and '.join(partly)}" if partly else out
+    out = "conditional on " + " and ".join(fixed)
+    return f"{out}; also on {' and '.join(partly)}" if partly else out
 
 
 def scope_by(records: Iterable[dict[str, Any]], key: str) -> str:

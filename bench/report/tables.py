@@ -365,7 +365,8 @@ def tta_table(label: str, title: str, records: list[dict], metric: str, metric_l
         mibs = [r["peak_mib"] for r in mine.values() if not math.isnan(r["peak_mib"])]
         cells += [Cell(fmt(sum(secs) / len(secs), 3) if secs else "—"), Cell(fmt(max(mibs), 1) if mibs else "—")]
         body.append(cells)
-    lv = "; ".join(f"{x['row']} on {x['scenario']}: {x['psnr_float']:.2f} dB" for x in levels)
+    lv = "; ".join(f"{x['row']} on {x['scenario']}: {x['psnr_float']:.2f} dB"
+                   + (f" (seeds {', '.join(map(str, x['seeds']))})" if x.get("seeds") else "") for x in levels)
     split = recs[0]["split"] if recs else "test"
     margin = recs[0]["margin"] if recs else math.nan
     design = "; ".join(f"{s}: {levels_phrase(next(r for r in recs if r['scenario'] == s))}" for s in scenarios)

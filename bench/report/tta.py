@@ -163,17 +163,25 @@ def tta_records(tidy: pd.DataFrame, spec: dict, split: str = "test",
 
 
 def reference_levels(tidy: pd.DataFrame, spec: dict, split: str = "test") -> list[dict]:
-    """Each ``none`` row's absolute float PSNR per scenario (mean over seeds of the mean over instances)."""
+    """Each ``none`` row's absolute float PSNR per scenario (mean over seeds of the mean over
+    instances), over the seeds the gains pair it with (those another row of its method has there),
+    and which seeds those are."""
     out = []
+    adapts = row_adapts(spec)
     refs = set(references(spec).values())
-    for row, (method, adapt) in row_adapts(spec).items():
+    for row, (method, adapt) in adapts.items():
         if row not in refs:
             continue
         for scenario in spec.get("scenarios") or []:
             v = _by_row(tidy, row, split, scenario, "psnr_float")
+            paired = {s for other, (m, _) in adapts.items() if m == method and other != row
+                      for s in _by_row(tidy, other, split, scenario, "psnr_float").index.get_level_values("seed")}
+            if paired:
+                v = v[v.index.get_level_values("seed").isin(paired)]
             if len(v):
+                per_seed = v.groupby(level="seed").mean()
                 out.append({"row": row, "method": method, "scenario": scenario,
-                            "psnr_float": float(v.groupby(level="seed").mean().mean())})
+                            "psnr_float": float(per_seed.mean()), "seeds": sorted(int(x) for x in per_seed.index)})
     return out
 
 

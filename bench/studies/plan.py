@@ -200,7 +200,7 @@ def check_study(study: StudySpec, where: str, preset: Preset | None = None) -> l
     try:
         check_budgets(preset.tta)
         for name in study.scenarios:
-            get_scenario(name, study.scenario_file)
+            get_scenario(name, study.scenario_file, preset.data.root)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     return plans

@@ -166,7 +166,8 @@ class StudyRunner:
         from bench.adaptation.evaluate import scenario_targets
 
         tta = self.preset.tta.model_copy(update={"splits": splits})
-        return scenario_targets(self.spec.scenarios, tta, self.preset.data.eval_seed, self.spec.scenario_file)
+        return scenario_targets(self.spec.scenarios, tta, self.preset.data.eval_seed, self.spec.scenario_file,
+                                self.preset.data.root)
 
     @property
     def targets(self) -> list:
