@@ -271,7 +271,13 @@ def test_rows_picks_rows_and_the_references_their_gains_need(tmp_path):
     rows = spec.chosen_rows(["bm3d", "alg3"])
     assert rows == ["none", "alg3", "bm3d"]  # the study's order, with the none row every gain is paired with
     runner = StudyRunner("tta", spec, "smoke", load_preset("smoke"), [0, 1], tmp_path, rows=rows)
+    # bm3d reads nothing of the network: scored once (bench.studies.shared), its other seeds go last
     assert [(w["row"], w["seed"]) for w in runner.wanted()] == [
         ("none", 0), ("none", 1), ("alg3", 0), ("bm3d", 0), ("alg3", 1), ("bm3d", 1)]
+    runner = StudyRunner("tta", spec, "smoke", load_preset("smoke"), [0, 1, 2], tmp_path,
+                         rows=spec.chosen_rows(["bm3d", "zs-n2n", "alg3"]))
+    assert [(w["row"], w["seed"]) for w in runner.wanted()] == [
+        ("none", 0), ("none", 1), ("none", 2), ("alg3", 0), ("zs-n2n", 0), ("bm3d", 0), ("alg3", 1), ("alg3", 2),
+        ("zs-n2n", 1), ("bm3d", 1), ("zs-n2n", 2), ("bm3d", 2)]
     table2 = read_study(STUDIES_DIR / "table2.yaml")  # a plain study has no none reference to add
     assert table2.chosen_rows([table2.rows[-1].name]) == [table2.rows[-1].name]

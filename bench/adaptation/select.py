@@ -74,15 +74,16 @@ def adaptations_needed(entry: Adaptation, grid: dict[str, Sequence[Any]], instan
     return instances * (1 + len(_runs(candidates(entry, grid))))
 
 
-def choose(model: nn.Module, entry: Adaptation, grid: dict[str, Sequence[Any]], pairs: Sequence[Any],
-           device: torch.device, seed: int = 0,
-           progress: Callable[[], None] | None = None) -> tuple[Adaptation, list[dict]]:
-    """The grid's best entry by mean paired validation gain over no adaptation, and one record per
-    candidate (its values, mean gain in dB, its standard error, n). Ties go to the earlier candidate.
-    ``progress`` is called after each single-image adaptation."""
-    options = candidates(entry, grid)
-    if not pairs:
-        raise ConfigError(f"select: no validation instances to choose {entry.name!r}'s values on")
+def run_label(entry: Adaptation) -> str:
+    """The name under which ``candidate_curves`` keeps the run ``entry``'s candidates share."""
+    return repr(_run_key(entry))
+
+
+def candidate_curves(model: nn.Module, entry: Adaptation, grid: dict[str, Sequence[Any]], pairs: Sequence[Any],
+                     device: torch.device, seed: int = 0,
+                     progress: Callable[[], None] | None = None) -> dict[str, np.ndarray]:
+    """Every run the grid needs (one per group of candidates that differ only in K) on ``pairs``:
+    ``run_label`` → float PSNR after 0 … K updates, (instances, K+1)."""
     tick = progress or (lambda: None)
     tensors = [(to_tensor(p.noisy, device), to_tensor(p.clean, device)) for p in pairs]
 
@@ -91,25 +92,51 @@ def choose(model: nn.Module, entry: Adaptation, grid: dict[str, Sequence[Any]], 
         for n, c in tensors:
             out.append(adapt_image(e, model, n, c, diagnostics=True, seed=seed).psnr)
             tick()
-        return np.array(out)  # (instances, K+1): PSNR after 0 … K updates
+        return np.array(out)
 
-    base = psnrs(get("none"))[:, 0]
-    curves = {_run_key(run): psnrs(run) for run in _runs(options)}
+    return {run_label(run): psnrs(run) for run in _runs(candidates(entry, grid))}
+
+
+def pick(entry: Adaptation, grid: dict[str, Sequence[Any]], base: np.ndarray, curves: dict[str, np.ndarray],
+         chosen: int | None = None) -> tuple[Adaptation, list[dict]]:
+    """The grid's best entry by mean paired gain of ``curves`` over ``base`` (float PSNR without
+    adaptation on the same instances), and one record per candidate; ``chosen`` (a candidate's
+    index) overrides the choice, for results shared across networks (``bench.studies.shared``)."""
+    options = candidates(entry, grid)
     records = []
     for cand in options:
-        gains = curves[_run_key(cand)][:, cand.updates_behind_prediction] - base
+        gains = curves[run_label(cand)][:, cand.updates_behind_prediction] - base
         records.append({"optimizer": cand.optimizer, "lr": cand.lr, "steps": cand.steps,
                         **({} if cand.learns else dict(cand.options)),
                         **{k: _value(cand, k) for k in grid if k not in ("optimizer", "lr", "steps")},
                         "val_gain_db": float(gains.mean()),
                         "val_gain_se": float(gains.std(ddof=1) / np.sqrt(len(gains))) if len(gains) > 1 else float("nan"),
                         "n": len(gains)})
-    best = max(range(len(options)), key=lambda i: (records[i]["val_gain_db"], -i))
+    best = chosen if chosen is not None else max(range(len(options)), key=lambda i: (records[i]["val_gain_db"], -i))
     records[best]["chosen"] = True
     edge = edges(grid, {k: _value(options[best], k) for k in grid})
     if edge:
         records[best]["edge"] = edge
     return options[best], records
+
+
+def no_adaptation(model: nn.Module, pairs: Sequence[Any], device: torch.device,
+                  progress: Callable[[], None] | None = None) -> np.ndarray:
+    """Float PSNR of ``model`` without adaptation on each of ``pairs``: what a candidate's gain is over."""
+    return candidate_curves(model, get("none"), {}, pairs, device, progress=progress)[run_label(get("none"))][:, 0]
+
+
+def choose(model: nn.Module, entry: Adaptation, grid: dict[str, Sequence[Any]], pairs: Sequence[Any],
+           device: torch.device, seed: int = 0,
+           progress: Callable[[], None] | None = None) -> tuple[Adaptation, list[dict]]:
+    """The grid's best entry by mean paired validation gain over no adaptation, and one record per
+    candidate (its values, mean gain in dB, its standard error, n). Ties go to the earlier candidate.
+    ``progress`` is called after each single-image adaptation."""
+    candidates(entry, grid)  # one-line errors for a bad grid before anything runs
+    if not pairs:
+        raise ConfigError(f"select: no validation instances to choose {entry.name!r}'s values on")
+    base = no_adaptation(model, pairs, device, progress)
+    return pick(entry, grid, base, candidate_curves(model, entry, grid, pairs, device, seed, progress))
 
 
 def _value(entry: Adaptation, key: str) -> Any:
@@ -136,4 +163,5 @@ def edges(grid: dict[str, Sequence[Any]], chosen: dict[str, Any]) -> str:
     return "; ".join(out)
 
 
-__all__ = ["SELECTABLE", "choosable", "candidates", "adaptations_needed", "choose", "edges"]
+__all__ = ["SELECTABLE", "choosable", "candidates", "adaptations_needed", "candidate_curves", "choose", "edges",
+           "no_adaptation", "pick", "run_label"]

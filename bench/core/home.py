@@ -8,7 +8,8 @@ no disk, and it pickles (worker processes get it with their ``StudyRunner``).
 
     mlflow.db, mlartifacts/   the local MLflow store and its artifacts (``.mlflow.lock`` guards both)
     optuna.journal            the Optuna studies (one journal for every study of the home)
-    cache/                    stage checkpoints (``bench.training.stages.StageCache``)
+    cache/                    stage checkpoints (``bench.training.stages.StageCache``) and the results
+                              of rows scored once per study (``bench.studies.shared``)
     locks/                    who runs which trial (``bench.runtime.trialqueue``)
     studies/                  the user's own and ``bench tune``'s study files, found by name
 """

@@ -15,6 +15,7 @@ from bench.adaptation.registry import Adaptation
 from bench.core.progress import stage_progress
 from bench.data import DataBundle
 from bench.studies.plan import RowPlan
+from bench.studies.shared import SharedResults, network_free, score_shared
 from bench.training.stages import StageCache, train_stages
 
 
@@ -56,9 +57,13 @@ def run_row(plan: RowPlan, data: DataBundle, seed: int, device: torch.device, ca
     select_pairs = val if val_targets is None else \
         [p for t in val_targets for p in first_tiles(t.pairs, plan.preset.tta.select_tiles)]
     targets = targets if targets is not None else [Target("val", "", val), Target("test", "", data.test)]
-    entry, rows, selection = score(model, plan.entry, targets, device, seed=seed, grid=plan.select,
-                                   select_pairs=select_pairs, fit_on=val_targets,
-                                   progress=lambda total, what: stage_progress(total, f"{label}{what}", quiet))
+    progress = lambda total, what: stage_progress(total, f"{label}{what}", quiet)  # noqa: E731
+    if network_free(plan.entry):  # the same results on every seed's network: computed once per study
+        entry, rows, selection = score_shared(SharedResults(cache.root), model, plan.entry, targets, device,
+                                              grid=plan.select, select_pairs=select_pairs, progress=progress)
+    else:
+        entry, rows, selection = score(model, plan.entry, targets, device, seed=seed, grid=plan.select,
+                                       select_pairs=select_pairs, fit_on=val_targets, progress=progress)
     images = [{**r, "metatest": entry.learns} for r in rows]
     last = stages[-1]
     return RowResult(row_metrics(images), images, plan.method.with_recipe(metatest=plan.metatest).param_counts(model),

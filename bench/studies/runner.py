@@ -28,6 +28,7 @@ from bench.runtime.trialqueue import TrialQueue, repair_journal
 from bench.runtime.workers import run_workers
 from bench.studies.plan import RowPlan, check_study
 from bench.studies.row import RowResult, run_row
+from bench.studies.shared import network_free
 from bench.studies.spec import REFERENCE_ROW, StudySpec
 from bench.training.stages import FINETUNERS, StageCache, reference_split
 
@@ -194,8 +195,10 @@ class StudyRunner:
         meta-test") go after every row that trains its own, so that parallel workers start training
         instead of waiting on a stage lock. The rows that reuse stages are queued seed by seed: a
         seed's stages are ready in the order the seeds train, so a worker done with one seed's rows
-        moves on to the next seed instead of waiting for a seed still training. The table's order is
-        the study file's either way."""
+        moves on to the next seed instead of waiting for a seed still training. A row scored once for
+        every seed (``bench.studies.shared``) goes last on its other seeds: by then its results are
+        stored, and no worker waits while another computes them. The table's order is the study
+        file's either way."""
         seen: set = set()
         first, later = [], []
         for r in self.spec.rows:
@@ -203,8 +206,11 @@ class StudyRunner:
                 continue
             (later if r.training in seen else first).append(r)
             seen.add(r.training)
-        return ([{"row": r.name, "seed": s} for r in first for s in self.seeds]
-                + [{"row": r.name, "seed": s} for s in self.seeds for r in later])
+        shared = {r.name for r in self.spec.rows if network_free(self.plans[r.name].entry)}
+        queued = ([{"row": r.name, "seed": s} for r in first for s in self.seeds]
+                  + [{"row": r.name, "seed": s} for s in self.seeds for r in later])
+        repeats = [q for q in queued if q["row"] in shared and q["seed"] != self.seeds[0]]
+        return [q for q in queued if q not in repeats] + repeats
 
     def run(self, workers: int = 1) -> list[optuna.trial.FrozenTrial]:
         """Run the missing row × seed trials, in ``workers`` processes, and wait for those that
